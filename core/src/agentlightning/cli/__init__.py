@@ -1,0 +1,69 @@
+"""The ``agl`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+DEFAULT_STORE = "sqlite:///runs.db"
+
+
+def _store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        default=os.environ.get("AGL_STORE", DEFAULT_STORE),
+        help="store URL: sqlite:///runs.db, memory:// or http://host:port (default: $AGL_STORE or %(default)s)",
+    )
+    parser.add_argument("--token", default=os.environ.get("AGL_STORE_TOKEN"), help="token of a store server ($AGL_STORE_TOKEN)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``agl``."""
+    from agentlightning.cli import runs, store
+
+    parser = argparse.ArgumentParser(prog="agl", description="Agent Lightning: train the LLMs inside your agents.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    store_parser = commands.add_parser("store", help="run a store server")
+    store_commands = store_parser.add_subparsers(dest="store_command", required=True, metavar="SUBCOMMAND")
+    serve = store_commands.add_parser("serve", help="serve a store over HTTP (REST and OTLP)")
+    _store_arguments(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; others need --token)")
+    serve.add_argument("--port", type=int, default=4747, help="port (default: %(default)s)")
+    serve.add_argument("--max-body-mb", type=float, default=64, help="largest request body in MiB (default: %(default)s)")
+    serve.set_defaults(handler=store.serve)
+
+    runs_parser = commands.add_parser("runs", help="look at rollouts")
+    runs_commands = runs_parser.add_subparsers(dest="runs_command", required=True, metavar="SUBCOMMAND")
+    listing = runs_commands.add_parser("list", help="a table of rollouts with status and reward")
+    _store_arguments(listing)
+    listing.add_argument("--status", action="append", help="only rollouts in this status (repeatable)")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many, newest first (default: %(default)s)")
+    listing.set_defaults(handler=runs.list_runs)
+    show = runs_commands.add_parser("show", help="one rollout: its attempts and span tree")
+    _store_arguments(show)
+    show.add_argument("rollout_id")
+    show.set_defaults(handler=runs.show_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``agl``; returns the exit code."""
+    from agentlightning.errors import AgentLightningError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except AgentLightningError as exc:
+        print(f"agl: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Request bodies of the store server's REST API (responses are the public types themselves)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from agentlightning.types import AnyResource, AttemptStatus, RolloutConfig, RolloutMode, RolloutRequest, RolloutStatus, Span
+
+_WorkerId = Annotated[str, Field(min_length=1, max_length=256)]
+_Id = Annotated[str, Field(min_length=1, max_length=256)]
+MAX_BATCH = 100_000
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnqueueManyRequest(_Body):
+    rollouts: Annotated[list[RolloutRequest], Field(max_length=MAX_BATCH)]
+
+
+class StartRolloutRequest(_Body):
+    rollout: RolloutRequest
+    worker_id: _WorkerId | None = None
+
+
+class DequeueRequest(_Body):
+    worker_id: _WorkerId | None = None
+
+
+class StartAttemptRequest(_Body):
+    worker_id: _WorkerId | None = None
+
+
+class QueryRolloutsRequest(_Body):
+    status: list[RolloutStatus] | None = None
+    rollout_ids: Annotated[list[_Id], Field(max_length=MAX_BATCH)] | None = None
+    mode: RolloutMode | None = None
+    limit: Annotated[int, Field(ge=0, le=2**31)] | None = None
+    offset: Annotated[int, Field(ge=0, le=2**31)] = 0
+    newest_first: bool = False
+
+
+class WaitRequest(_Body):
+    rollout_ids: Annotated[list[_Id], Field(max_length=MAX_BATCH)]
+    timeout: Annotated[float, Field(ge=0, le=300, allow_inf_nan=False)] = Field(
+        default=30.0, description="Seconds to wait at most (the server caps a single wait at 300 s)."
+    )
+
+
+class UpdateRolloutRequest(_Body):
+    status: RolloutStatus | None = None
+    mode: RolloutMode | None = None
+    resources_id: _Id | None = None
+    config: RolloutConfig | None = None
+    metadata: dict[str, JsonValue] | None = None
+
+
+class UpdateAttemptRequest(_Body):
+    status: AttemptStatus | None = None
+    worker_id: _WorkerId | None = None
+    metadata: dict[str, JsonValue] | None = None
+
+
+class AddSpansRequest(_Body):
+    spans: Annotated[list[Span], Field(max_length=MAX_BATCH)]
+
+
+class AddSpansResponse(BaseModel):
+    sequence_ids: list[int] = Field(description="The sequence id each span got, in the order sent.")
+
+
+class AddResourcesRequest(_Body):
+    resources: dict[str, AnyResource]
+    resources_id: _Id | None = None
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="Name of the error class, e.g. RolloutNotFound.")
+    message: str
+    details: list[dict[str, JsonValue]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str = "ok"

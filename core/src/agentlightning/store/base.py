@@ -1,0 +1,195 @@
+"""The store interface every backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, Field, JsonValue
+
+from agentlightning.types import (
+    AnyResource,
+    Attempt,
+    AttemptedRollout,
+    AttemptStatus,
+    Resources,
+    Rollout,
+    RolloutConfig,
+    RolloutMode,
+    RolloutRequest,
+    RolloutStatus,
+    Span,
+)
+
+__all__ = ["LightningStore", "StoreStatistics"]
+
+
+class StoreStatistics(BaseModel):
+    """Counts of what a store holds."""
+
+    rollouts: dict[RolloutStatus, int] = Field(description="Number of rollouts in each status.")
+    attempts: dict[AttemptStatus, int] = Field(description="Number of attempts in each status.")
+    spans: int
+    resources_versions: int
+    queue_length: int = Field(description="Rollouts waiting to be dequeued (queuing or requeuing).")
+
+
+class LightningStore(ABC):
+    """Where rollouts are queued, attempts tracked, spans recorded and resources published.
+
+    All methods are coroutines. A store is safe to use from several event loops and threads
+    at once. Rollouts move ``queuing → preparing → running → succeeded | failed | cancelled``;
+    the store itself ends attempts that outlive their ``RolloutConfig`` timeouts and requeues
+    or fails their rollouts, so a rollout whose worker died is never stuck.
+    """
+
+    # --- queue -------------------------------------------------------------------------------
+    async def enqueue_rollout(
+        self,
+        input: JsonValue,
+        *,
+        mode: RolloutMode | None = None,
+        resources_id: str | None = None,
+        config: RolloutConfig | None = None,
+        metadata: dict[str, JsonValue] | None = None,
+    ) -> Rollout:
+        """Add one rollout to the back of the queue."""
+        request = RolloutRequest(
+            input=input,
+            mode=mode,
+            resources_id=resources_id,
+            config=config or RolloutConfig(),
+            metadata=metadata or {},
+        )
+        (rollout,) = await self.enqueue_many_rollouts([request])
+        return rollout
+
+    @abstractmethod
+    async def enqueue_many_rollouts(self, requests: Sequence[RolloutRequest]) -> list[Rollout]:
+        """Add several rollouts to the queue at once (all or none), in the given order."""
+
+    @abstractmethod
+    async def dequeue_rollout(self, worker_id: str | None = None) -> AttemptedRollout | None:
+        """Take the oldest waiting rollout and open a new attempt on it; ``None`` when the queue is empty.
+
+        Requeued rollouts go to the front of the queue, so a retried rollout does not hold up its group.
+        """
+
+    @abstractmethod
+    async def start_rollout(self, request: RolloutRequest, worker_id: str | None = None) -> AttemptedRollout:
+        """Create a rollout and its first attempt at once, bypassing the queue (for direct runs)."""
+
+    @abstractmethod
+    async def start_attempt(self, rollout_id: str, worker_id: str | None = None) -> AttemptedRollout:
+        """Open a new attempt on an existing rollout whose previous attempt has ended (a manual retry)."""
+
+    # --- attempts ----------------------------------------------------------------------------
+    @abstractmethod
+    async def update_attempt(
+        self,
+        rollout_id: str,
+        attempt_id: str,
+        *,
+        status: AttemptStatus | None = None,
+        worker_id: str | None = None,
+        metadata: dict[str, JsonValue] | None = None,
+    ) -> Attempt:
+        """Change an attempt. Ending the rollout's latest attempt ends, requeues or fails the rollout per its config."""
+
+    @abstractmethod
+    async def heartbeat(self, rollout_id: str, attempt_id: str) -> Attempt:
+        """Tell the store the attempt's worker is alive. Returns the attempt, so the worker sees if it was ended."""
+
+    @abstractmethod
+    async def query_attempts(self, rollout_id: str) -> list[Attempt]:
+        """All attempts of a rollout, first to last."""
+
+    # --- rollouts ----------------------------------------------------------------------------
+    @abstractmethod
+    async def get_rollout_by_id(self, rollout_id: str) -> Rollout:
+        """The rollout with this id; raises ``RolloutNotFound``."""
+
+    @abstractmethod
+    async def query_rollouts(
+        self,
+        *,
+        status: Sequence[RolloutStatus] | None = None,
+        rollout_ids: Sequence[str] | None = None,
+        mode: RolloutMode | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[Rollout]:
+        """Rollouts matching every given filter, in enqueue order (or newest first)."""
+
+    @abstractmethod
+    async def update_rollout(
+        self,
+        rollout_id: str,
+        *,
+        status: RolloutStatus | None = None,
+        mode: RolloutMode | None = None,
+        resources_id: str | None = None,
+        config: RolloutConfig | None = None,
+        metadata: dict[str, JsonValue] | None = None,
+    ) -> Rollout:
+        """Change a rollout.
+
+        ``status`` may be set to ``cancelled``, ``succeeded`` or ``failed`` while the rollout is
+        unfinished (its running attempt ends the same way), or to ``queuing`` to run a finished
+        rollout again. Other statuses are reached only through attempts.
+        """
+
+    @abstractmethod
+    async def wait_for_rollouts(self, rollout_ids: Sequence[str], timeout: float | None = None) -> list[Rollout]:
+        """Wait until every given rollout has finished, or ``timeout`` seconds pass.
+
+        Returns the finished ones, in the order of ``rollout_ids``. Woken by the status changes
+        themselves, not by polling.
+        """
+
+    # --- spans -------------------------------------------------------------------------------
+    async def add_span(self, span: Span) -> Span:
+        """Record one span; see :meth:`add_many_spans`."""
+        (stored,) = await self.add_many_spans([span])
+        return stored
+
+    @abstractmethod
+    async def add_many_spans(self, spans: Sequence[Span]) -> list[Span]:
+        """Record spans (all or none), numbering those without a ``sequence_id`` in order.
+
+        A span whose ``span_id`` the attempt already has is not stored twice, so a writer may
+        safely resend a batch. Spans count as heartbeats and move a preparing attempt to running.
+        """
+
+    @abstractmethod
+    async def query_spans(self, rollout_id: str, attempt_id: str | Literal["latest"] | None = None) -> list[Span]:
+        """Spans of a rollout (all attempts, or one, or the latest), ordered by attempt then sequence id."""
+
+    # --- resources ---------------------------------------------------------------------------
+    @abstractmethod
+    async def add_resources(self, resources: Mapping[str, AnyResource], resources_id: str | None = None) -> Resources:
+        """Publish a new version of the resources; it becomes the latest."""
+
+    @abstractmethod
+    async def get_resources_by_id(self, resources_id: str) -> Resources:
+        """One published version; raises ``ResourcesNotFound``."""
+
+    @abstractmethod
+    async def get_latest_resources(self) -> Resources | None:
+        """The newest published version, or ``None`` if nothing was published yet."""
+
+    # --- misc --------------------------------------------------------------------------------
+    @abstractmethod
+    async def statistics(self) -> StoreStatistics:
+        """Counts of rollouts, attempts, spans and resources."""
+
+    async def close(self) -> None:
+        """Release the store's connections and threads. The store cannot be used afterwards."""
+
+    async def __aenter__(self) -> LightningStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
