@@ -18,6 +18,17 @@ __all__ = ["StoreServer", "is_loopback"]
 log = logging.getLogger("agentlightning.server")
 
 
+def _run(coro: Any) -> None:
+    """Run the server's event loop: uvloop where installed (several times faster at HTTP), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` only accepts connections from this machine."""
     if host == "localhost":
@@ -104,7 +115,7 @@ class StoreServer:
                 await serve
 
             try:
-                asyncio.run(main())
+                _run(main())
             finally:
                 started.set()
 
@@ -127,7 +138,7 @@ class StoreServer:
         """Serve in the foreground until interrupted (Ctrl-C or SIGTERM)."""
         sock = self._bind()
         self._server = self._make_server()
-        asyncio.run(self._server.serve(sockets=[sock]))
+        _run(self._server.serve(sockets=[sock]))
 
     def __enter__(self) -> StoreServer:
         return self.start()

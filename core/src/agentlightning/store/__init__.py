@@ -15,7 +15,7 @@ __all__ = ["LightningStore", "StoreStatistics", "InMemoryStore", "SqliteStore", 
 
 
 def __getattr__(name: str) -> object:
-    # The HTTP client pulls in httpx; load it only when asked for.
+    # The HTTP client pulls in aiohttp; load it only when asked for.
     if name == "StoreClient":
         from agentlightning.store.client import StoreClient
 

@@ -188,6 +188,38 @@ class Database:
             _answer(job, job.result, job.error)
 
 
+class Checkpointer:
+    """Copies the write-ahead log into the database file from its own thread and connection.
+
+    SQLite would otherwise checkpoint inside a commit now and then, making that commit wait for
+    the copy and its fsync; here commits never wait, and the log stays small.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], interval: float = 2.0) -> None:
+        self._conn = connect()
+        self._stop = threading.Event()
+        self._interval = interval
+        self._thread = threading.Thread(target=self._main, name="agentlightning-sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                log.warning("Checkpoint of the store's write-ahead log failed; retrying", exc_info=True)
+
+    def close(self) -> None:
+        """Stop, after a last full checkpoint so the log is folded into the file."""
+        self._stop.set()
+        self._thread.join()
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            log.warning("Final checkpoint of the store failed; the log is kept and replayed on next open", exc_info=True)
+        self._conn.close()
+
+
 def _answer(job: _Job[Any], result: Any, error: BaseException | None) -> None:
     try:
         job.loop.call_soon_threadsafe(_resolve, job.future, result, error)

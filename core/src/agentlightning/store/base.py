@@ -159,6 +159,8 @@ class LightningStore(ABC):
     async def add_many_spans(self, spans: Sequence[Span]) -> list[Span]:
         """Record spans (all or none), numbering those without a ``sequence_id`` in order.
 
+        Returns the same span objects with their ``sequence_id`` set.
+
         A span whose ``span_id`` the attempt already has is not stored twice, so a writer may
         safely resend a batch. Spans count as heartbeats and move a preparing attempt to running.
         """

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 from pydantic import BaseModel, JsonValue, TypeAdapter
 
 from agentlightning import errors
@@ -59,15 +60,15 @@ def _q(identifier: str) -> str:
     return quote(identifier, safe="")
 
 
-def _error(response: httpx.Response) -> errors.StoreError:
+def _error(status: int, body: bytes) -> errors.StoreError:
     try:
-        detail = response.json()["error"]
+        detail = json.loads(body)["error"]
         kind, message = detail["type"], detail["message"]
     except Exception:
-        kind, message = "", f"HTTP {response.status_code}: {response.text[:500]}"
+        kind, message = "", f"HTTP {status}: {body[:500].decode(errors='replace')}"
     cls = _ERRORS.get(kind)
     if cls is None:
-        return errors.StoreRequestError(message, response.status_code)
+        return errors.StoreRequestError(message, status)
     error = cls.__new__(cls)
     errors.StoreError.__init__(error, message)
     return error
@@ -94,21 +95,23 @@ class StoreClient(LightningStore):
         self._headers = {"authorization": f"Bearer {token}"} if token else {}
         self._timeout = timeout
         self._retry_seconds = retry_seconds
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        # httpx clients belong to one event loop; a store may be used from several.
-        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._max_connections = max_connections
+        # aiohttp sessions belong to one event loop; a store may be used from several.
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
-    def _client(self) -> httpx.AsyncClient:
+    def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            for other in [other for other in self._clients if other.is_closed()]:
-                del self._clients[other]
-            client = httpx.AsyncClient(
-                base_url=self.url + API_PREFIX, headers=self._headers, timeout=self._timeout, limits=self._limits
+        session = self._sessions.get(loop)
+        if session is None:
+            for other in [other for other in self._sessions if other.is_closed()]:
+                del self._sessions[other]
+            session = aiohttp.ClientSession(
+                base_url=self.url + API_PREFIX + "/",
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(limit=self._max_connections, force_close=False),
             )
-            self._clients[loop] = client
-        return client
+            self._sessions[loop] = session
+        return session
 
     async def _request(
         self,
@@ -124,14 +127,22 @@ class StoreClient(LightningStore):
         headers = {"content-type": "application/json"} if content is not None else None
         deadline = time.monotonic() + self._retry_seconds
         delay = 0.05
+        url = path.lstrip("/")
         while True:
             try:
-                response = await self._client().request(
-                    method, path, content=content, params=params, headers=headers, timeout=timeout or self._timeout
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                async with self._session().request(
+                    method,
+                    url,
+                    data=content,
+                    params=params,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout or self._timeout),
+                ) as response:
+                    status = response.status
+                    payload = await response.read()
+            except aiohttp.ClientConnectorError as exc:  # never reached the server: always safe to retry
                 failure: Exception = exc
-            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout, httpx.WriteError) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 if not idempotent:
                     raise errors.StoreUnavailable(
                         f"The store server at {self.url} dropped a {method} {path} request ({type(exc).__name__}); "
@@ -139,11 +150,11 @@ class StoreClient(LightningStore):
                     ) from exc
                 failure = exc
             else:
-                if response.status_code < 400:
-                    return response.content
-                if response.status_code not in (502, 503, 504):
-                    raise _error(response)
-                failure = errors.StoreUnavailable(f"HTTP {response.status_code}")
+                if status < 400:
+                    return payload
+                if status not in (502, 503, 504):
+                    raise _error(status, payload)
+                failure = errors.StoreUnavailable(f"HTTP {status}")
             if time.monotonic() + delay > deadline:
                 raise errors.StoreUnavailable(
                     f"The store server at {self.url} is unreachable ({type(failure).__name__}: {failure}); "
@@ -153,10 +164,10 @@ class StoreClient(LightningStore):
             delay = min(delay * 2, 1.0)
 
     async def close(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
             try:
-                await client.aclose()
+                await session.close()
             except RuntimeError:  # its loop is gone
                 pass
 
@@ -259,7 +270,9 @@ class StoreClient(LightningStore):
         spans = list(spans)
         raw = await self._request("POST", "/spans", body=m.AddSpansRequest(spans=spans), idempotent=True)
         sequence_ids = m.AddSpansResponse.model_validate_json(raw).sequence_ids
-        return [span.model_copy(update={"sequence_id": sid}) for span, sid in zip(spans, sequence_ids)]
+        for span, sequence_id in zip(spans, sequence_ids):
+            span.sequence_id = sequence_id
+        return spans
 
     async def query_spans(self, rollout_id: str, attempt_id: str | Literal["latest"] | None = None) -> list[Span]:
         params = None if attempt_id is None else {"attempt_id": attempt_id}

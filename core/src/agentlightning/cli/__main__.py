@@ -1,0 +1,7 @@
+"""``python -m agentlightning.cli``: the same as ``agl``."""
+
+import sys
+
+from agentlightning.cli import main
+
+sys.exit(main())
