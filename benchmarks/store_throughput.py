@@ -27,7 +27,6 @@ from pathlib import Path
 import agentlightning as agl
 from agentlightning import semconv
 
-
 PROMPT = ("What is the capital of the country whose flag has a red maple leaf? " * 8)[:500]
 COMPLETION = ("The capital of Canada is Ottawa, located in the province of Ontario. " * 8)[:500]
 _ids = random.Random(0)
@@ -74,7 +73,9 @@ def llm_span(rollout_id: str, attempt_id: str, trace_id: str, index: int) -> agl
     )
 
 
-async def run_workers(store: agl.LightningStore, workers: int, spans: int, span_batch: int, seconds: float, enqueue: bool) -> tuple[int, int, float]:
+async def run_workers(
+    store: agl.LightningStore, workers: int, spans: int, span_batch: int, seconds: float, enqueue: bool
+) -> tuple[int, int, float]:
     """Run the workload for ``seconds`` after a short warm-up; returns (rollouts, spans, elapsed)."""
     stop = False
     measuring = False
@@ -122,7 +123,9 @@ async def run_workers(store: agl.LightningStore, workers: int, spans: int, span_
     return done_rollouts, done_spans, elapsed
 
 
-def _client_process(url: str, workers: int, spans: int, span_batch: int, seconds: float, enqueue: bool, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _client_process(
+    url: str, workers: int, spans: int, span_batch: int, seconds: float, enqueue: bool, out: mp.Queue
+) -> None:  # type: ignore[type-arg]
     async def main() -> tuple[int, int, float]:
         store = agl.StoreClient(url)
         try:
@@ -145,7 +148,17 @@ def bench_http(args: argparse.Namespace, tmp: Path) -> tuple[int, int, float]:
     if url is None:
         port = _free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "agentlightning.cli", "store", "serve", "--store", f"sqlite:///{tmp / 'bench.db'}", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "agentlightning.cli",
+                "store",
+                "serve",
+                "--store",
+                f"sqlite:///{tmp / 'bench.db'}",
+                "--port",
+                str(port),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -193,13 +206,19 @@ def main() -> None:
     parser.add_argument("--backend", choices=["memory", "sqlite", "http"], action="append")
     parser.add_argument("--workers", "-k", type=int, default=32)
     parser.add_argument("--spans", "-n", type=int, default=20)
-    parser.add_argument("--span-batch", type=int, default=20, help="spans per add_many_spans call (1: one call per span)")
+    parser.add_argument(
+        "--span-batch", type=int, default=20, help="spans per add_many_spans call (1: one call per span)"
+    )
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--client-processes", type=int, default=1, help="HTTP: split the workers over this many processes")
+    parser.add_argument(
+        "--client-processes", type=int, default=1, help="HTTP: split the workers over this many processes"
+    )
     parser.add_argument("--url", help="HTTP: benchmark this running server instead of starting one")
     args = parser.parse_args()
     backends = args.backend or ["memory", "sqlite", "http"]
-    print(f"workload: K={args.workers} workers, N={args.spans} spans of ~1 KB per rollout, {args.span_batch} spans per call, {args.seconds:g} s, {os.cpu_count()} CPUs")
+    print(
+        f"workload: K={args.workers} workers, N={args.spans} spans of ~1 KB per rollout, {args.span_batch} spans per call, {args.seconds:g} s, {os.cpu_count()} CPUs"
+    )
     for backend in backends:
         args.backend = backend
         with tempfile.TemporaryDirectory() as tmp:

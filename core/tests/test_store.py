@@ -14,7 +14,9 @@ from agentlightning import AttemptStatus, RolloutStatus
 pytestmark = pytest.mark.asyncio
 
 
-async def until(store: agl.LightningStore, rollout_id: str, *statuses: RolloutStatus, timeout: float = 10.0) -> agl.Rollout:
+async def until(
+    store: agl.LightningStore, rollout_id: str, *statuses: RolloutStatus, timeout: float = 10.0
+) -> agl.Rollout:
     """Poll until the rollout reaches one of ``statuses`` (used for the store's own timers)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -339,7 +341,9 @@ async def test_resources_are_versioned_and_keep_their_types(store: agl.Lightning
 
 # --- queries and statistics --------------------------------------------------------------------
 async def test_query_rollouts_filters(store: agl.LightningStore) -> None:
-    train = await store.enqueue_many_rollouts([agl.RolloutRequest(input=i, mode=agl.RolloutMode.TRAIN) for i in range(4)])
+    train = await store.enqueue_many_rollouts(
+        [agl.RolloutRequest(input=i, mode=agl.RolloutMode.TRAIN) for i in range(4)]
+    )
     val = await store.enqueue_rollout("v", mode=agl.RolloutMode.VAL)
     got = await store.dequeue_rollout()
     assert got is not None

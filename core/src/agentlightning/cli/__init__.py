@@ -18,7 +18,9 @@ def _store_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("AGL_STORE", DEFAULT_STORE),
         help="store URL: sqlite:///runs.db, memory:// or http://host:port (default: $AGL_STORE or %(default)s)",
     )
-    parser.add_argument("--token", default=os.environ.get("AGL_STORE_TOKEN"), help="token of a store server ($AGL_STORE_TOKEN)")
+    parser.add_argument(
+        "--token", default=os.environ.get("AGL_STORE_TOKEN"), help="token of a store server ($AGL_STORE_TOKEN)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,9 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     store_commands = store_parser.add_subparsers(dest="store_command", required=True, metavar="SUBCOMMAND")
     serve = store_commands.add_parser("serve", help="serve a store over HTTP (REST and OTLP)")
     _store_arguments(serve)
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; others need --token)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s; others need --token)"
+    )
     serve.add_argument("--port", type=int, default=4747, help="port (default: %(default)s)")
-    serve.add_argument("--max-body-mb", type=float, default=64, help="largest request body in MiB (default: %(default)s)")
+    serve.add_argument(
+        "--max-body-mb", type=float, default=64, help="largest request body in MiB (default: %(default)s)"
+    )
     serve.set_defaults(handler=store.serve)
 
     runs_parser = commands.add_parser("runs", help="look at rollouts")

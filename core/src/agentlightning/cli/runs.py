@@ -20,15 +20,15 @@ _STATUS_STYLE = {
     RolloutStatus.RUNNING: "cyan",
     RolloutStatus.PREPARING: "cyan",
 }
-# Attributes worth a glance in the span tree, in the order shown.
-_SHOWN_ATTRIBUTES = (
-    semconv.GEN_AI_AGENT_NAME,
-    semconv.GEN_AI_REQUEST_MODEL,
-    semconv.GEN_AI_TOOL_NAME,
-    semconv.GEN_AI_USAGE_INPUT_TOKENS,
-    semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
-    semconv.AGL_REWARD_NAME,
-)
+# Attributes worth a glance in the span tree, in the order shown, with their short labels.
+_SHOWN_ATTRIBUTES = {
+    semconv.GEN_AI_AGENT_NAME: "agent",
+    semconv.GEN_AI_REQUEST_MODEL: "model",
+    semconv.GEN_AI_TOOL_NAME: "tool",
+    semconv.GEN_AI_USAGE_INPUT_TOKENS: "in_tokens",
+    semconv.GEN_AI_USAGE_OUTPUT_TOKENS: "out_tokens",
+    semconv.AGL_REWARD_NAME: "reward_name",
+}
 
 
 def _open(args: argparse.Namespace) -> LightningStore:
@@ -36,7 +36,15 @@ def _open(args: argparse.Namespace) -> LightningStore:
 
 
 def _time(value: float | None) -> str:
-    return "" if value is None else dt.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+    return "" if value is None else dt.datetime.fromtimestamp(value).strftime("%m-%d %H:%M:%S")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    console = Console()
+    # Piped output has no width of its own; rich's 80 columns would squeeze the tables.
+    return console if console.is_terminal else Console(width=150)
 
 
 def _duration(start: float | None, end: float | None) -> str:
@@ -49,20 +57,21 @@ def _short(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-async def _rows(store: LightningStore, statuses: Sequence[str] | None, limit: int) -> list[tuple[Rollout, float | None]]:
+async def _rows(
+    store: LightningStore, statuses: Sequence[str] | None, limit: int
+) -> list[tuple[Rollout, float | None]]:
     try:
         rollouts = await store.query_rollouts(
             status=None if statuses is None else [RolloutStatus(s) for s in statuses], limit=limit, newest_first=True
         )
         spans = await asyncio.gather(*(store.query_spans(r.rollout_id, "latest") for r in rollouts))
-        return [(r, final_reward(s)) for r, s in zip(rollouts, spans)]
+        return [(r, final_reward(s)) for r, s in zip(rollouts, spans, strict=True)]
     finally:
         await store.close()
 
 
 def list_runs(args: argparse.Namespace) -> int:
     """Print a table of the newest rollouts."""
-    from rich.console import Console
     from rich.table import Table
 
     if args.status:
@@ -86,7 +95,7 @@ def list_runs(args: argparse.Namespace) -> int:
             _duration(rollout.start_time, rollout.end_time),
             _short(rollout.input),
         )
-    console = Console()
+    console = _console()
     if not rows:
         console.print(f"No rollouts in {args.store}.")
         return 0
@@ -101,9 +110,9 @@ def _span_label(span: Span) -> str:
     reward = reward_of(span)
     if reward is not None:
         parts.append(f"[magenta]reward={reward:g}[/]")
-    for key in _SHOWN_ATTRIBUTES:
+    for key, label in _SHOWN_ATTRIBUTES.items():
         if key in span.attributes:
-            parts.append(f"{key.rsplit('.', 1)[-1]}={_short(span.attributes[key], 30)}")
+            parts.append(f"{label}={_short(span.attributes[key], 30)}")
     if span.status.status_code.value == "error":
         parts.append(f"[red]error: {_short(span.status.description or '', 60)}[/]")
     return "  ".join(parts)
@@ -142,12 +151,13 @@ async def _details(store: LightningStore, rollout_id: str) -> tuple[Rollout, lis
 
 def show_run(args: argparse.Namespace) -> int:
     """Print one rollout, its attempts and the span tree of each attempt."""
-    from rich.console import Console
     from rich.table import Table
 
     rollout, attempts, spans = asyncio.run(_details(_open(args), args.rollout_id))
-    console = Console()
-    console.print(f"[bold]Rollout {rollout.rollout_id}[/]  status={rollout.status.value}  mode={rollout.mode.value if rollout.mode else '-'}")
+    console = _console()
+    console.print(
+        f"[bold]Rollout {rollout.rollout_id}[/]  status={rollout.status.value}  mode={rollout.mode.value if rollout.mode else '-'}"
+    )
     console.print(f"input: {_short(rollout.input, 200)}")
     if rollout.resources_id:
         console.print(f"resources: {rollout.resources_id}")

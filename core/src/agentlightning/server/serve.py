@@ -109,7 +109,7 @@ class StoreServer:
         def run() -> None:
             async def main() -> None:
                 serve = asyncio.ensure_future(self._server.serve(sockets=[sock]))
-                while not self._server.started and not serve.done():
+                while not self._server.started and not serve.done():  # noqa: ASYNC110 (uvicorn has no started event)
                     await asyncio.sleep(0.01)
                 started.set()
                 await serve

@@ -35,7 +35,9 @@ def open_store(url: str, *, token: str | None = None, read_only: bool = False) -
     if url.startswith("sqlite://"):
         path = url[len("sqlite://") :]
         if not path.startswith("/") or path == "/":
-            raise StoreError(f"SQLite store URL {url!r} names no file; write sqlite:///runs.db or sqlite:////abs/runs.db.")
+            raise StoreError(
+                f"SQLite store URL {url!r} names no file; write sqlite:///runs.db or sqlite:////abs/runs.db."
+            )
         return SqliteStore(path[1:], read_only=read_only)
     if url in ("memory://", "memory:"):
         return InMemoryStore()

@@ -28,7 +28,7 @@ _MAX_BATCH = 512
 class Transaction:
     """What a submitted function receives: the connection, and a way to act after the commit."""
 
-    __slots__ = ("conn", "_after_commit")
+    __slots__ = ("_after_commit", "conn")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -40,7 +40,7 @@ class Transaction:
 
 
 class _Job(Generic[T]):
-    __slots__ = ("fn", "loop", "future", "result", "error", "callbacks")
+    __slots__ = ("callbacks", "error", "fn", "future", "loop", "result")
 
     def __init__(self, fn: Callable[[Transaction], T], loop: asyncio.AbstractEventLoop, future: asyncio.Future[T]):
         self.fn = fn
@@ -216,7 +216,9 @@ class Checkpointer:
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
-            log.warning("Final checkpoint of the store failed; the log is kept and replayed on next open", exc_info=True)
+            log.warning(
+                "Final checkpoint of the store failed; the log is kept and replayed on next open", exc_info=True
+            )
         self._conn.close()
 
 

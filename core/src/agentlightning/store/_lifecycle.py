@@ -63,7 +63,11 @@ def check_rollout_transition(rollout_id: str, current: RolloutStatus, target: Ro
 
 def attempt_deadline(timeout_at: float | None, unresponsive_seconds: float | None, last_alive: float) -> float | None:
     """When an active attempt times out or becomes unresponsive, whichever comes first; ``None`` if never."""
-    deadlines = [d for d in (timeout_at, None if unresponsive_seconds is None else last_alive + unresponsive_seconds) if d is not None]
+    deadlines = [
+        d
+        for d in (timeout_at, None if unresponsive_seconds is None else last_alive + unresponsive_seconds)
+        if d is not None
+    ]
     return min(deadlines) if deadlines else None
 
 

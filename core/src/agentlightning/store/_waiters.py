@@ -10,7 +10,7 @@ from collections.abc import Iterable
 class Waiter:
     """One ``wait_for_rollouts`` call: an event set (in its own loop) when any of its rollouts finishes."""
 
-    __slots__ = ("rollout_ids", "loop", "event")
+    __slots__ = ("event", "loop", "rollout_ids")
 
     def __init__(self, rollout_ids: Iterable[str]) -> None:
         self.rollout_ids = frozenset(rollout_ids)

@@ -187,7 +187,7 @@ class LightningStore(ABC):
     async def statistics(self) -> StoreStatistics:
         """Counts of rollouts, attempts, spans and resources."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (a no-op for backends that hold nothing)
         """Release the store's connections and threads. The store cannot be used afterwards."""
 
     async def __aenter__(self) -> LightningStore:

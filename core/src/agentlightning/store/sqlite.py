@@ -125,7 +125,7 @@ def _new_id(prefix: str) -> str:
 class _RolloutRow:
     """A rollouts row, with the columns the model does not show."""
 
-    __slots__ = ("rollout", "latest_attempt_id")
+    __slots__ = ("latest_attempt_id", "rollout")
 
     def __init__(self, row: tuple[Any, ...]) -> None:
         self.rollout = Rollout(
@@ -232,27 +232,42 @@ class SqliteStore(LightningStore):
     # --- helpers run inside the database thread ---------------------------------------------
     @staticmethod
     def _get_rollout(txn: Transaction, rollout_id: str) -> _RolloutRow:
-        row = txn.conn.execute(f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE rollout_id = ?", (rollout_id,)).fetchone()
+        row = txn.conn.execute(
+            f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE rollout_id = ?", (rollout_id,)
+        ).fetchone()
         if row is None:
             raise RolloutNotFound(rollout_id)
         return _RolloutRow(row)
 
     @staticmethod
     def _get_attempt(txn: Transaction, rollout_id: str, attempt_id: str) -> _AttemptRow:
-        row = txn.conn.execute(f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE attempt_id = ?", (attempt_id,)).fetchone()
+        row = txn.conn.execute(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE attempt_id = ?", (attempt_id,)
+        ).fetchone()
         if row is None or row[0] != rollout_id:
-            if row is None and txn.conn.execute("SELECT 1 FROM rollouts WHERE rollout_id = ?", (rollout_id,)).fetchone() is None:
+            if (
+                row is None
+                and txn.conn.execute("SELECT 1 FROM rollouts WHERE rollout_id = ?", (rollout_id,)).fetchone() is None
+            ):
                 raise RolloutNotFound(rollout_id)
             raise AttemptNotFound(rollout_id, attempt_id)
         return _AttemptRow(row)
 
     @staticmethod
     def _queue_back(txn: Transaction) -> int:
-        return txn.conn.execute("SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM rollouts WHERE queue_seq IS NOT NULL").fetchone()[0]
+        return int(
+            txn.conn.execute(
+                "SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM rollouts WHERE queue_seq IS NOT NULL"
+            ).fetchone()[0]
+        )
 
     @staticmethod
     def _queue_front(txn: Transaction) -> int:
-        return txn.conn.execute("SELECT COALESCE(MIN(queue_seq), 1) - 1 FROM rollouts WHERE queue_seq IS NOT NULL").fetchone()[0]
+        return int(
+            txn.conn.execute(
+                "SELECT COALESCE(MIN(queue_seq), 1) - 1 FROM rollouts WHERE queue_seq IS NOT NULL"
+            ).fetchone()[0]
+        )
 
     def _open_attempt(self, txn: Transaction, rollout: Rollout, worker_id: str | None, now: float) -> AttemptedRollout:
         config = rollout.config
@@ -264,7 +279,17 @@ class SqliteStore(LightningStore):
             "INSERT INTO attempts (attempt_id, rollout_id, sequence_id, status, worker_id, start_time, "
             "last_heartbeat_time, metadata, timeout_at, unresponsive_seconds, deadline) "
             "VALUES (?, ?, ?, 'preparing', ?, ?, ?, '{}', ?, ?, ?)",
-            (attempt_id, rollout.rollout_id, sequence_id, worker_id, now, now, timeout_at, config.unresponsive_seconds, deadline),
+            (
+                attempt_id,
+                rollout.rollout_id,
+                sequence_id,
+                worker_id,
+                now,
+                now,
+                timeout_at,
+                config.unresponsive_seconds,
+                deadline,
+            ),
         )
         start_time = rollout.start_time if rollout.start_time is not None else now
         txn.conn.execute(
@@ -459,7 +484,9 @@ class SqliteStore(LightningStore):
             if worker_id is not None:
                 txn.conn.execute("UPDATE attempts SET worker_id = ? WHERE attempt_id = ?", (worker_id, attempt_id))
             if metadata is not None:
-                txn.conn.execute("UPDATE attempts SET metadata = ? WHERE attempt_id = ?", (_dumps(metadata), attempt_id))
+                txn.conn.execute(
+                    "UPDATE attempts SET metadata = ? WHERE attempt_id = ?", (_dumps(metadata), attempt_id)
+                )
             if status is not None and check_attempt_transition(attempt_id, row.attempt.status, status):
                 if status in TERMINAL_ATTEMPT_STATUSES:
                     self._end_attempt(txn, row, status, now)
@@ -549,7 +576,9 @@ class SqliteStore(LightningStore):
                 changes["metadata"] = _dumps(metadata)
             if changes:
                 assignments = ", ".join(f"{column} = ?" for column in changes)
-                txn.conn.execute(f"UPDATE rollouts SET {assignments} WHERE rollout_id = ?", [*changes.values(), rollout_id])
+                txn.conn.execute(
+                    f"UPDATE rollouts SET {assignments} WHERE rollout_id = ?", [*changes.values(), rollout_id]
+                )
             if status is not None and check_rollout_transition(rollout_id, row.rollout.status, status):
                 if status == RolloutStatus.QUEUING:
                     if row.rollout.status not in QUEUED_ROLLOUT_STATUSES:
@@ -602,7 +631,7 @@ class SqliteStore(LightningStore):
                     return finished
                 try:
                     await asyncio.wait_for(waiter.event.wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             self._waiters.remove(waiter)
@@ -649,12 +678,10 @@ class SqliteStore(LightningStore):
                     rows.append((attempt_id, sequence_id, span.span_id, payloads[index]))
                 if row.attempt.status in ACTIVE_ATTEMPT_STATUSES:
                     self._touch(txn, row, now, to_running=True)
-            txn.conn.executemany(
-                "INSERT INTO spans (attempt_id, sequence_id, span_id, data) VALUES (?, ?, ?, ?)", rows
-            )
+            txn.conn.executemany("INSERT INTO spans (attempt_id, sequence_id, span_id, data) VALUES (?, ?, ?, ?)", rows)
             return sequence_ids
 
-        for span, sequence_id in zip(spans, await self._db.run(op)):
+        for span, sequence_id in zip(spans, await self._db.run(op), strict=True):
             span.sequence_id = sequence_id
         return spans
 
@@ -693,7 +720,9 @@ class SqliteStore(LightningStore):
     async def add_resources(self, resources: Mapping[str, AnyResource], resources_id: str | None = None) -> Resources:
         for name, value in resources.items():
             if not isinstance(value, Resource):
-                raise StoreError(f"Resource {name!r} is a {type(value).__name__}; pass an agl.LLM, agl.PromptTemplate or other agl.Resource.")
+                raise StoreError(
+                    f"Resource {name!r} is a {type(value).__name__}; pass an agl.LLM, agl.PromptTemplate or other agl.Resource."
+                )
 
         def op(txn: Transaction) -> Resources:
             version = txn.conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM resources").fetchone()[0]
@@ -731,8 +760,12 @@ class SqliteStore(LightningStore):
     async def statistics(self) -> StoreStatistics:
         def op(txn: Transaction) -> StoreStatistics:
             conn = txn.conn
-            rollouts = {RolloutStatus(s): n for s, n in conn.execute("SELECT status, COUNT(*) FROM rollouts GROUP BY status")}
-            attempts = {AttemptStatus(s): n for s, n in conn.execute("SELECT status, COUNT(*) FROM attempts GROUP BY status")}
+            rollouts = {
+                RolloutStatus(s): n for s, n in conn.execute("SELECT status, COUNT(*) FROM rollouts GROUP BY status")
+            }
+            attempts = {
+                AttemptStatus(s): n for s, n in conn.execute("SELECT status, COUNT(*) FROM attempts GROUP BY status")
+            }
             return StoreStatistics(
                 rollouts={s: rollouts.get(s, 0) for s in RolloutStatus},
                 attempts={s: attempts.get(s, 0) for s in AttemptStatus},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import string
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag
 
@@ -86,11 +86,9 @@ def _resource_tag(value: Any) -> str:
 
 
 AnyResource = Annotated[
-    Union[
-        Annotated[LLM, Tag("llm")],
-        Annotated[PromptTemplate, Tag("prompt_template")],
-        Annotated[GenericResource, Tag("generic")],
-    ],
+    Annotated[LLM, Tag("llm")]
+    | Annotated[PromptTemplate, Tag("prompt_template")]
+    | Annotated[GenericResource, Tag("generic")],
     Discriminator(_resource_tag),
 ]
 
@@ -110,7 +108,9 @@ class Resources(BaseModel):
         try:
             value = self.resources[name]
         except KeyError:
-            raise KeyError(f"Resources {self.resources_id!r} have no resource {name!r}; have {sorted(self.resources)}.")
+            raise KeyError(
+                f"Resources {self.resources_id!r} have no resource {name!r}; have {sorted(self.resources)}."
+            ) from None
         if not isinstance(value, kind):
             raise TypeError(f"Resource {name!r} is a {type(value).__name__}, not a {kind.__name__}.")
         return value

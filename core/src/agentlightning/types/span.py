@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Union
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 __all__ = ["AttributeValue", "Attributes", "SpanKind", "StatusCode", "SpanStatus", "SpanEvent", "SpanLink", "Span"]
 
 # OpenTelemetry attribute values: a primitive or a homogeneous list of primitives.
-AttributeValue = Union[
-    StrictStr,
-    StrictBool,
-    StrictInt,
-    StrictFloat,
-    list[StrictStr],
-    list[StrictBool],
-    list[StrictInt],
-    list[StrictFloat],
-]
+AttributeValue = (
+    StrictStr
+    | StrictBool
+    | StrictInt
+    | StrictFloat
+    | list[StrictStr]
+    | list[StrictBool]
+    | list[StrictInt]
+    | list[StrictFloat]
+)
 Attributes = dict[str, AttributeValue]
 
 _HexTraceId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]

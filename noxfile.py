@@ -1,0 +1,61 @@
+"""Sessions: one per package (each in its own virtualenv, since the agent frameworks' pins conflict),
+plus lint, typecheck, and `tests`, which runs every package session.
+
+    nox -s lint typecheck tests     # what CI runs
+    nox -s core -- -k sqlite        # one package, with pytest arguments
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+
+# Every install goes through this file: it pins torch to the local CPU build.
+CONSTRAINTS = ("-c", "constraints.txt")
+RUFF = "ruff==0.17.6"
+MYPY = "mypy==2.4.1"
+
+# Package sessions run by `tests`; later packages add theirs here.
+PACKAGE_SESSIONS = ["core", "e2e"]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@nox.session
+def core(session: nox.Session) -> None:
+    """agentlightning-core: unit, behavioural, server and reliability tests."""
+    session.install(*CONSTRAINTS, "-e", "core[test]")
+    session.run("pytest", "core/tests", "-q", *session.posargs)
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """Cross-package tests: the examples, run the way the README runs them."""
+    session.install(*CONSTRAINTS, "-e", "core[test]")
+    session.run("pytest", "tests", "-q", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every package session."""
+    for name in PACKAGE_SESSIONS:
+        session.notify(name, session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check over the whole repository."""
+    session.install(*CONSTRAINTS, RUFF)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the packages."""
+    session.install(*CONSTRAINTS, MYPY, "-e", "core[test]")
+    session.run("mypy")
