@@ -91,12 +91,16 @@ class RolloutConfig(BaseModel):
     sends no heartbeat (or span) for ``unresponsive_seconds`` ends as ``unresponsive``. If the
     attempt's final status is in ``retry_on`` and fewer than ``max_attempts`` attempts were made,
     the rollout is requeued; otherwise it fails.
+
+    ``unresponsive_seconds`` defaults to 300 so that no rollout can be stuck for good, even one whose
+    worker died before it learned which attempt it had (say, the answer to its dequeue was lost).
+    Workers send heartbeats far more often; pass ``None`` to wait forever.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     timeout_seconds: Seconds | None = None
-    unresponsive_seconds: Seconds | None = None
+    unresponsive_seconds: Seconds | None = 300.0
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 1
     retry_on: list[AttemptStatus] = Field(
         default_factory=lambda: [AttemptStatus.FAILED, AttemptStatus.TIMEOUT, AttemptStatus.UNRESPONSIVE]
