@@ -28,7 +28,7 @@ def test_prompt_templates_say_which_value_is_missing() -> None:
 
 def test_jinja_templates_cannot_reach_python_internals() -> None:
     template = agl.PromptTemplate(template="{{ x.__class__.__mro__[1].__subclasses__() }}", engine="jinja")
-    with pytest.raises(Exception, match="unsafe|not safely|access"):
+    with pytest.raises(Exception, match=r"unsafe|not safely|access"):
         template.format(x="a")
 
 

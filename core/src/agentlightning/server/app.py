@@ -14,14 +14,14 @@ from pydantic.json_schema import models_json_schema
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentlightning.errors import StoreError
 from agentlightning.server import models as m
 from agentlightning.store.base import LightningStore, StoreStatistics
 from agentlightning.store.sqlite import SqliteStore
-from agentlightning.types import Attempt, AttemptedRollout, Resources, Rollout, Span
+from agentlightning.types import Attempt, AttemptedRollout, AttemptStatus, Resources, Rollout, RolloutRequest, Span
 
 __all__ = ["create_app", "API_PREFIX", "DEFAULT_MAX_BODY_BYTES"]
 
@@ -56,7 +56,7 @@ def _given(body: BaseModel) -> dict[str, Any]:
 
 
 def _operations() -> list[_Operation]:
-    async def enqueue(store: LightningStore, _: Request, body: m.RolloutRequest) -> Rollout:
+    async def enqueue(store: LightningStore, _: Request, body: RolloutRequest) -> Rollout:
         (rollout,) = await store.enqueue_many_rollouts([body])
         return rollout
 
@@ -124,19 +124,46 @@ def _operations() -> list[_Operation]:
     rollout = "/rollouts/{rollout_id}"
     attempt = rollout + "/attempts/{attempt_id}"
     return [
-        _Operation("POST", "/rollouts", "Enqueue one rollout", enqueue, m.RolloutRequest, Rollout),
-        _Operation("POST", "/rollouts/batch", "Enqueue many rollouts", enqueue_many, m.EnqueueManyRequest, list[Rollout]),
-        _Operation("POST", "/rollouts/start", "Create a rollout and its first attempt", start_rollout, m.StartRolloutRequest, AttemptedRollout),
+        _Operation("POST", "/rollouts", "Enqueue one rollout", enqueue, RolloutRequest, Rollout),
+        _Operation(
+            "POST", "/rollouts/batch", "Enqueue many rollouts", enqueue_many, m.EnqueueManyRequest, list[Rollout]
+        ),
+        _Operation(
+            "POST",
+            "/rollouts/start",
+            "Create a rollout and its first attempt",
+            start_rollout,
+            m.StartRolloutRequest,
+            AttemptedRollout,
+        ),
         _Operation("POST", "/rollouts/query", "List rollouts", query_rollouts, m.QueryRolloutsRequest, list[Rollout]),
         _Operation("POST", "/rollouts/wait", "Wait for rollouts to finish", wait, m.WaitRequest, list[Rollout]),
-        _Operation("POST", "/queue/dequeue", "Take the next rollout from the queue", dequeue, m.DequeueRequest, AttemptedRollout | None),
+        _Operation(
+            "POST",
+            "/queue/dequeue",
+            "Take the next rollout from the queue",
+            dequeue,
+            m.DequeueRequest,
+            AttemptedRollout | None,
+        ),
         _Operation("GET", rollout, "Get a rollout", get_rollout, None, Rollout),
         _Operation("PATCH", rollout, "Change a rollout", update_rollout, m.UpdateRolloutRequest, Rollout),
         _Operation("GET", rollout + "/attempts", "List a rollout's attempts", query_attempts, None, list[Attempt]),
-        _Operation("POST", rollout + "/attempts", "Start a new attempt", start_attempt, m.StartAttemptRequest, AttemptedRollout),
+        _Operation(
+            "POST", rollout + "/attempts", "Start a new attempt", start_attempt, m.StartAttemptRequest, AttemptedRollout
+        ),
         _Operation("PATCH", attempt, "Change an attempt", update_attempt, m.UpdateAttemptRequest, Attempt),
         _Operation("POST", attempt + "/heartbeat", "Report a worker alive", heartbeat, None, Attempt),
-        _Operation("GET", rollout + "/spans", "List a rollout's spans", query_spans, None, list[Span], ["attempt_id"], raw_json=True),
+        _Operation(
+            "GET",
+            rollout + "/spans",
+            "List a rollout's spans",
+            query_spans,
+            None,
+            list[Span],
+            ["attempt_id"],
+            raw_json=True,
+        ),
         _Operation("POST", "/spans", "Record spans", add_spans, m.AddSpansRequest, m.AddSpansResponse),
         _Operation("POST", "/resources", "Publish resources", add_resources, m.AddResourcesRequest, Resources),
         _Operation("GET", "/resources/latest", "Get the newest resources", latest_resources, None, Resources | None),
@@ -156,7 +183,7 @@ def _validation_error(exc: ValidationError) -> Response:
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
     parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:10]]
     details = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors[:100]]
-    return error_response(422, "ValidationError", "Invalid request: " + "; ".join(parts), details)  # type: ignore[arg-type]
+    return error_response(422, "ValidationError", "Invalid request: " + "; ".join(parts), details)
 
 
 def _endpoint(store: LightningStore, op: _Operation) -> Callable[[Request], Awaitable[Response]]:
@@ -189,12 +216,16 @@ def openapi_schema(operations: list[_Operation] | None = None) -> dict[str, Any]
     for op in operations:
         if op.body is not None:
             models.append(op.body)
-    _, defs = models_json_schema([(model, "validation") for model in models], ref_template="#/components/schemas/{model}")
+    _, defs = models_json_schema(
+        [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
+    )
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
     paths: dict[str, Any] = {}
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
     for op in operations:
-        response_schema = TypeAdapter(op.response).json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+        response_schema = TypeAdapter(op.response).json_schema(
+            ref_template="#/components/schemas/{model}", mode="serialization"
+        )
         schemas.update(response_schema.pop("$defs", {}))
         spec: dict[str, Any] = {
             "summary": op.summary,
@@ -214,19 +245,27 @@ def openapi_schema(operations: list[_Operation] | None = None) -> dict[str, Any]
             spec["parameters"] = params
         if op.body is not None:
             spec["requestBody"] = {
-                "required": True,
+                # The server reads a missing body as {}: it is optional where every field is.
+                "required": any(f.is_required() for f in op.body.model_fields.values()),
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}}},
             }
         if op.path != "/health":
             spec["security"] = [{"bearer": []}]
         paths.setdefault(API_PREFIX + op.path, {})[op.method.lower()] = spec
+    _describe_validators(schemas)
     paths["/v1/traces"] = {
         "post": {
             "summary": "OTLP/HTTP trace ingest (application/x-protobuf)",
             "operationId": "otlp_traces",
             "security": [{"bearer": []}],
-            "requestBody": {"required": True, "content": {"application/x-protobuf": {"schema": {"type": "string", "format": "binary"}}}},
-            "responses": {"200": {"description": "ExportTraceServiceResponse"}, "4XX": {"description": "The request was wrong"}},
+            "requestBody": {
+                "required": True,
+                "content": {"application/x-protobuf": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            "responses": {
+                "200": {"description": "ExportTraceServiceResponse"},
+                "4XX": {"description": "The request was wrong"},
+            },
         }
     }
     return {
@@ -237,13 +276,38 @@ def openapi_schema(operations: list[_Operation] | None = None) -> dict[str, Any]
     }
 
 
+def _describe_validators(schemas: dict[str, Any]) -> None:
+    """Say in the schema what validation code enforces beyond the types, so what it calls valid is accepted."""
+    # AnyResource picks its member by resource_type alone: "llm" and "prompt_template" go to LLM and
+    # PromptTemplate (so the field is needed there), any other type to GenericResource. Without this, the
+    # union's oneOf matched an LLM or PromptTemplate twice (GenericResource allows any fields) and every
+    # response holding one broke the schema, while an LLM without resource_type passed it but not the server.
+    for name in ("LLM", "PromptTemplate"):
+        if name in schemas:
+            schemas[name]["required"] = ["resource_type", *schemas[name].get("required", [])]
+    if "GenericResource" in schemas:
+        schemas["GenericResource"]["properties"]["resource_type"]["not"] = {"enum": ["llm", "prompt_template"]}
+    # RolloutConfig's retry_on validator takes failures only.
+    if "RolloutConfig" in schemas:
+        retryable = [AttemptStatus.FAILED.value, AttemptStatus.TIMEOUT.value, AttemptStatus.UNRESPONSIVE.value]
+        schemas["RolloutConfig"]["properties"]["retry_on"]["items"] = {"type": "string", "enum": retryable}
+
+
 class _Guard:
     """Checks the token and the body size before anything else runs, and buffers the body."""
 
     def __init__(self, app: ASGIApp, token: str | None, max_body_bytes: int) -> None:
         self.app = app
-        self.token = None if token is None else f"Bearer {token}".encode()
+        self.token = None if token is None else token.encode()
         self.max_body_bytes = max_body_bytes
+
+    def _authorized(self, given: bytes) -> bool:
+        assert self.token is not None
+        # RFC 9110 section 11.1: the scheme is case-insensitive ("bearer" from some OTLP header configs).
+        scheme, _, credentials = given.partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        return hmac.compare_digest(credentials.strip(b" "), self.token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -252,9 +316,13 @@ class _Guard:
         headers = dict(scope["headers"])
         if self.token is not None and scope["path"] != API_PREFIX + "/health":
             given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.token):
+            if not self._authorized(given):
                 what = "had no token" if not given else "had a wrong token"
-                response = error_response(401, "Unauthorized", f"This store server requires a token; the request {what}. Send 'Authorization: Bearer <token>'.")
+                response = error_response(
+                    401,
+                    "Unauthorized",
+                    f"This store server requires a token; the request {what}. Send 'Authorization: Bearer <token>'.",
+                )
                 await response(scope, receive, send)
                 return
         declared = headers.get(b"content-length")
@@ -288,11 +356,17 @@ class _Guard:
         await self.app(scope, replay, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, "RequestTooLarge", f"Request body is larger than the server's limit of {self.max_body_bytes} bytes; send smaller batches.")
+        response = error_response(
+            413,
+            "RequestTooLarge",
+            f"Request body is larger than the server's limit of {self.max_body_bytes} bytes; send smaller batches.",
+        )
         await response(scope, receive, send)
 
 
-def create_app(store: LightningStore, *, token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> ASGIApp:
+def create_app(
+    store: LightningStore, *, token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> ASGIApp:
     """An ASGI app serving ``store``. With a ``token``, every request but ``/health`` must carry it."""
     from agentlightning.server.otlp import otlp_endpoint
 
@@ -300,15 +374,25 @@ def create_app(store: LightningStore, *, token: str | None = None, max_body_byte
     routes = [Route(API_PREFIX + op.path, _endpoint(store, op), methods=[op.method]) for op in operations]
     schema = json.dumps(openapi_schema(operations))
     routes.append(Route("/openapi.json", lambda _: Response(schema, media_type="application/json"), methods=["GET"]))
-    routes.append(Route("/v1/traces", otlp_endpoint(store), methods=["POST"]))
+    routes.append(Route("/v1/traces", otlp_endpoint(store, max_body_bytes=max_body_bytes), methods=["POST"]))
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return error_response(404, "NotFound", f"No endpoint {request.method} {request.url.path}; see /openapi.json.")
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
-        return error_response(405, "MethodNotAllowed", f"{request.method} is not allowed on {request.url.path}; see /openapi.json.")
+        # RFC 9110 requires Allow on a 405; Starlette's own lists only the first route matching the path.
+        # Where a literal path also fits a template (/rollouts/batch and /rollouts/{rollout_id}), the literal
+        # one is the resource meant.
+        matching = [route for route in routes if route.matches(request.scope)[0] != Match.NONE]
+        fewest = min((len(route.param_convertors) for route in matching), default=0)
+        allowed = sorted(
+            {method for route in matching if len(route.param_convertors) == fewest for method in route.methods or ()}
+        )
+        response = error_response(
+            405, "MethodNotAllowed", f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}."
+        )
+        response.headers["allow"] = ", ".join(allowed)
+        return response
 
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
     return _Guard(app, token, max_body_bytes)
-
-

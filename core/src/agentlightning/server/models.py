@@ -4,13 +4,48 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
-from agentlightning.types import AnyResource, AttemptStatus, RolloutConfig, RolloutMode, RolloutRequest, RolloutStatus, Span
+from agentlightning.types import (
+    AnyResource,
+    AttemptStatus,
+    RolloutConfig,
+    RolloutMode,
+    RolloutRequest,
+    RolloutStatus,
+    Span,
+)
+from agentlightning.types.rollout import Identifier
 
 _WorkerId = Annotated[str, Field(min_length=1, max_length=256)]
 _Id = Annotated[str, Field(min_length=1, max_length=256)]
 MAX_BATCH = 100_000
+
+
+def _fits_in_a_path(value: str) -> str:
+    # The id is a path segment of GET /resources/{resources_id}: a '/' splits it, clients resolve '.' and '..'
+    # away, and 'latest' names the newest version there, so a version so named could never be fetched.
+    if "/" in value or value in (".", ".."):
+        raise ValueError("a resources id must not contain '/' nor be '.' or '..' (it is used in URLs)")
+    if value == "latest":
+        raise ValueError("'latest' is not a usable resources id: GET /resources/latest gives the newest version")
+    return value
+
+
+_ResourcesId = Annotated[
+    Identifier,
+    AfterValidator(_fits_in_a_path),
+    # The same rule for schema readers (the validator above words the error better than a pattern would).
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 256,
+            "pattern": r"^[\x21-\x2e\x30-\x7e]+$",
+            "not": {"enum": [".", "..", "latest"]},
+        }
+    ),
+]
 
 
 class _Body(BaseModel):
@@ -53,7 +88,7 @@ class WaitRequest(_Body):
 class UpdateRolloutRequest(_Body):
     status: RolloutStatus | None = None
     mode: RolloutMode | None = None
-    resources_id: _Id | None = None
+    resources_id: Identifier | None = None  # as in RolloutRequest
     config: RolloutConfig | None = None
     metadata: dict[str, JsonValue] | None = None
 
@@ -74,7 +109,7 @@ class AddSpansResponse(BaseModel):
 
 class AddResourcesRequest(_Body):
     resources: dict[str, AnyResource]
-    resources_id: _Id | None = None
+    resources_id: _ResourcesId | None = None
 
 
 class ErrorDetail(BaseModel):

@@ -3,13 +3,15 @@
 Each span must say which rollout and attempt it belongs to, with the attributes
 ``agentlightning.rollout.id`` and ``agentlightning.attempt.id`` on the span or on its resource.
 Spans without them, or naming an unknown attempt, are rejected and counted in the response's
-``partial_success``, as the OTLP specification asks.
+``partial_success``, as the OTLP specification asks. Bodies may be gzip- or deflate-compressed
+(``OTEL_EXPORTER_OTLP_COMPRESSION``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,7 +45,8 @@ def _value(any_value: Any) -> Any:
         return None
     if kind == "array_value":
         items = [_value(v) for v in any_value.array_value.values]
-        if items and all(type(i) is type(items[0]) and isinstance(i, (str, bool, int, float)) for i in items):
+        # An empty array is a valid attribute value too (e.g. no stop sequences), not the text "[]".
+        if all(type(i) is type(items[0]) and isinstance(i, (str, bool, int, float)) for i in items):
             return items
         return json.dumps(items, default=str)
     if kind == "kvlist_value":
@@ -102,14 +105,25 @@ def parse_request(body: bytes) -> tuple[list[Span], int, list[str]]:
                             end_time=(otlp.end_time_unix_nano / 1e9) or None,
                             attributes=attributes,
                             events=[
-                                {"name": e.name, "timestamp": e.time_unix_nano / 1e9, "attributes": _attributes(e.attributes)}
+                                {
+                                    "name": e.name,
+                                    "timestamp": e.time_unix_nano / 1e9,
+                                    "attributes": _attributes(e.attributes),
+                                }
                                 for e in otlp.events
                             ],
                             links=[
-                                {"trace_id": ln.trace_id.hex(), "span_id": ln.span_id.hex(), "attributes": _attributes(ln.attributes)}
+                                {
+                                    "trace_id": ln.trace_id.hex(),
+                                    "span_id": ln.span_id.hex(),
+                                    "attributes": _attributes(ln.attributes),
+                                }
                                 for ln in otlp.links
                             ],
-                            status={"status_code": _STATUS.get(otlp.status.code, StatusCode.UNSET), "description": otlp.status.message or None},
+                            status={
+                                "status_code": _STATUS.get(otlp.status.code, StatusCode.UNSET),
+                                "description": otlp.status.message or None,
+                            },
                             resource=resource,
                         )
                     )
@@ -129,18 +143,63 @@ def _export_response(rejected: int, reasons: list[str]) -> Response:
     return Response(response.SerializeToString(), media_type=_PROTOBUF)
 
 
-def otlp_endpoint(store: LightningStore) -> Callable[[Request], Awaitable[Response]]:
-    """The ``POST /v1/traces`` handler for ``store``."""
+class _TooLarge(Exception):
+    """A compressed body that inflates past the server's body size limit."""
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo the ``Content-Encoding`` OTLP exporters may apply (gzip or deflate), inflating at most ``limit`` bytes.
+
+    Raises :class:`StoreError` for a corrupt body and :class:`_TooLarge` past the limit, so a small
+    compressed request cannot make the server allocate without bound.
+    """
+    error: zlib.error | None = None
+    # wbits 32 + 15 reads both the gzip and the zlib header; some "deflate" senders omit the header (raw deflate).
+    for wbits in (32 + zlib.MAX_WBITS, -zlib.MAX_WBITS):
+        inflater = zlib.decompressobj(wbits)
+        try:
+            data = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            error = exc
+            continue
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise _TooLarge
+        if not inflater.eof:
+            raise StoreError(f"Body is truncated {encoding} data.")
+        return data
+    raise StoreError(f"Body is not valid {encoding} data: {error}")
+
+
+def otlp_endpoint(store: LightningStore, *, max_body_bytes: int) -> Callable[[Request], Awaitable[Response]]:
+    """The ``POST /v1/traces`` handler for ``store``; ``max_body_bytes`` also bounds a decompressed body."""
     from agentlightning.server.app import error_response
 
     async def endpoint(request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type != _PROTOBUF:
             return error_response(
-                415, "UnsupportedMediaType", f"OTLP ingest takes {_PROTOBUF} bodies (OTLP/HTTP protobuf), not {content_type!r}."
+                415,
+                "UnsupportedMediaType",
+                f"OTLP ingest takes {_PROTOBUF} bodies (OTLP/HTTP protobuf), not {content_type!r}.",
             )
+        body = await request.body()
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
         try:
-            spans, rejected, reasons = parse_request(await request.body())
+            if encoding in ("gzip", "x-gzip", "deflate"):
+                body = _decompress(body, encoding, max_body_bytes)
+            elif encoding not in ("", "identity"):
+                return error_response(
+                    415,
+                    "UnsupportedMediaType",
+                    f"OTLP ingest takes gzip, deflate or uncompressed bodies, not {encoding!r}.",
+                )
+            spans, rejected, reasons = parse_request(body)
+        except _TooLarge:
+            return error_response(
+                413,
+                "RequestTooLarge",
+                f"Decompressed body is larger than the server's limit of {max_body_bytes} bytes; send smaller batches.",
+            )
         except StoreError as exc:
             return error_response(400, "StoreRequestError", str(exc))
         # One attempt's spans are stored together: a batch naming an unknown attempt loses only its own spans.

@@ -96,6 +96,8 @@ class StoreServer:
             access_log=False,
             lifespan="off",
             timeout_keep_alive=120,
+            # Long waits (POST /rollouts/wait) must not hold a shutdown for minutes.
+            timeout_graceful_shutdown=3,
             backlog=2048,
         )
         return uvicorn.Server(config)
@@ -132,6 +134,8 @@ class StoreServer:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=30)
+            if self._thread.is_alive():
+                raise StoreError(f"The store server at {self.url} did not stop within 30 s.")
         self._thread = None
 
     def serve_forever(self) -> None:

@@ -142,7 +142,7 @@ class StoreClient(LightningStore):
                     payload = await response.read()
             except aiohttp.ClientConnectorError as exc:  # never reached the server: always safe to retry
                 failure: Exception = exc
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 if not idempotent:
                     raise errors.StoreUnavailable(
                         f"The store server at {self.url} dropped a {method} {path} request ({type(exc).__name__}); "
@@ -185,7 +185,9 @@ class StoreClient(LightningStore):
         return AttemptedRollout.model_validate_json(await self._request("POST", "/rollouts/start", body=body))
 
     async def start_attempt(self, rollout_id: str, worker_id: str | None = None) -> AttemptedRollout:
-        raw = await self._request("POST", f"/rollouts/{_q(rollout_id)}/attempts", body=m.StartAttemptRequest(worker_id=worker_id))
+        raw = await self._request(
+            "POST", f"/rollouts/{_q(rollout_id)}/attempts", body=m.StartAttemptRequest(worker_id=worker_id)
+        )
         return AttemptedRollout.model_validate_json(raw)
 
     # --- attempts ----------------------------------------------------------------------------
@@ -204,11 +206,15 @@ class StoreClient(LightningStore):
         return Attempt.model_validate_json(raw)
 
     async def heartbeat(self, rollout_id: str, attempt_id: str) -> Attempt:
-        raw = await self._request("POST", f"/rollouts/{_q(rollout_id)}/attempts/{_q(attempt_id)}/heartbeat", idempotent=True)
+        raw = await self._request(
+            "POST", f"/rollouts/{_q(rollout_id)}/attempts/{_q(attempt_id)}/heartbeat", idempotent=True
+        )
         return Attempt.model_validate_json(raw)
 
     async def query_attempts(self, rollout_id: str) -> list[Attempt]:
-        return _ATTEMPTS.validate_json(await self._request("GET", f"/rollouts/{_q(rollout_id)}/attempts", idempotent=True))
+        return _ATTEMPTS.validate_json(
+            await self._request("GET", f"/rollouts/{_q(rollout_id)}/attempts", idempotent=True)
+        )
 
     # --- rollouts ----------------------------------------------------------------------------
     async def get_rollout_by_id(self, rollout_id: str) -> Rollout:
@@ -260,7 +266,9 @@ class StoreClient(LightningStore):
         while True:
             remaining = _WAIT_CHUNK if deadline is None else max(0.0, min(_WAIT_CHUNK, deadline - time.monotonic()))
             body = m.WaitRequest(rollout_ids=ids, timeout=remaining)
-            raw = await self._request("POST", "/rollouts/wait", body=body, idempotent=True, timeout=remaining + self._timeout)
+            raw = await self._request(
+                "POST", "/rollouts/wait", body=body, idempotent=True, timeout=remaining + self._timeout
+            )
             finished = _ROLLOUTS.validate_json(raw)
             if len(finished) == len(ids) or (deadline is not None and time.monotonic() >= deadline):
                 return finished
@@ -270,7 +278,7 @@ class StoreClient(LightningStore):
         spans = list(spans)
         raw = await self._request("POST", "/spans", body=m.AddSpansRequest(spans=spans), idempotent=True)
         sequence_ids = m.AddSpansResponse.model_validate_json(raw).sequence_ids
-        for span, sequence_id in zip(spans, sequence_ids):
+        for span, sequence_id in zip(spans, sequence_ids, strict=True):
             span.sequence_id = sequence_id
         return spans
 
@@ -285,7 +293,9 @@ class StoreClient(LightningStore):
         return Resources.model_validate_json(await self._request("POST", "/resources", body=body))
 
     async def get_resources_by_id(self, resources_id: str) -> Resources:
-        return Resources.model_validate_json(await self._request("GET", f"/resources/{_q(resources_id)}", idempotent=True))
+        return Resources.model_validate_json(
+            await self._request("GET", f"/resources/{_q(resources_id)}", idempotent=True)
+        )
 
     async def get_latest_resources(self) -> Resources | None:
         return _MAYBE_RESOURCES.validate_json(await self._request("GET", "/resources/latest", idempotent=True))
