@@ -653,16 +653,19 @@ class SqliteStore(LightningStore):
                 for index in indices[1:]:
                     if spans[index].rollout_id != row.attempt.rollout_id:
                         raise AttemptNotFound(spans[index].rollout_id, attempt_id)
-                known = dict(
-                    txn.conn.execute(
-                        "SELECT span_id, sequence_id FROM spans WHERE attempt_id = ? "
-                        "AND span_id IN (SELECT value FROM json_each(?))",
-                        (attempt_id, _dumps([spans[i].span_id for i in indices])),
-                    ).fetchall()
-                )
                 next_id = txn.conn.execute(
                     "SELECT COALESCE(MAX(sequence_id), 0) + 1 FROM spans WHERE attempt_id = ?", (attempt_id,)
                 ).fetchone()[0]
+                # Spans already stored (a resent batch) keep their number; an attempt without spans has none.
+                known: dict[str, int] = {}
+                if next_id > 1:
+                    known = dict(
+                        txn.conn.execute(
+                            "SELECT span_id, sequence_id FROM spans WHERE attempt_id = ? "
+                            "AND span_id IN (SELECT value FROM json_each(?))",
+                            (attempt_id, _dumps([spans[i].span_id for i in indices])),
+                        ).fetchall()
+                    )
                 for index in indices:
                     span = spans[index]
                     if span.span_id in known:
