@@ -70,6 +70,8 @@ AGL_REWARD_VALUE = "agentlightning.reward.value"
 AGL_REWARD_NAME = "agentlightning.reward.name"
 #: True on the reward that algorithms optimise when a span carries several named rewards.
 AGL_REWARD_PRIMARY = "agentlightning.reward.primary"
+#: Every named reward of a reward span, as ``agentlightning.reward.values.<name>``.
+AGL_REWARD_VALUES_PREFIX = "agentlightning.reward.values."
 
 # --- Agent Lightning: messages, objects, annotations ---------------------------------------------
 AGL_MESSAGE_BODY = "agentlightning.message.body"
@@ -77,6 +79,10 @@ AGL_OBJECT_TYPE = "agentlightning.object.type"
 AGL_OBJECT_JSON = "agentlightning.object.json"
 AGL_ANNOTATION_PREFIX = "agentlightning.annotation."
 AGL_OPERATION_NAME = "agentlightning.operation.name"
+#: "reward" on the span of a reward computation (``agl.reward_computation``): LLM calls inside it are the
+#: judge's, not the agent's, and never become training transitions.
+AGL_OPERATION_KIND = "agentlightning.operation.kind"
+OPERATION_KIND_REWARD = "reward"
 AGL_OPERATION_INPUT = "agentlightning.operation.input"
 AGL_OPERATION_OUTPUT = "agentlightning.operation.output"
 
