@@ -50,8 +50,27 @@ from agentlightning.types import (
 
 if TYPE_CHECKING:
     from agentlightning import semconv
+    from agentlightning.adapter import ChatExample, TraceToMessages, TraceToTrajectory
+    from agentlightning.agent import FunctionAgent, LitAgent, rollout
+    from agentlightning.algorithm import Algorithm, AlgorithmContext, Baseline, BaselineResult
+    from agentlightning.runner import AgentReturnedGarbage, AgentTimedOut, Runner
     from agentlightning.server import StoreServer
     from agentlightning.store.client import StoreClient
+    from agentlightning.tracer import (
+        NoActiveRollout,
+        Thread,
+        Tracer,
+        emit_annotation,
+        emit_exception,
+        emit_message,
+        emit_object,
+        emit_reward,
+        operation,
+        reward_computation,
+        set_emitters_outside_rollout,
+    )
+    from agentlightning.trainer import Trainer
+    from agentlightning.types import Trajectory, Transition
 
 __version__ = "0.1.0"
 
@@ -80,6 +99,36 @@ __all__ = [
     "StatusCode",
     "Attributes",
     "AttributeValue",
+    "Transition",
+    "Trajectory",
+    # agents, runners, trainers
+    "rollout",
+    "LitAgent",
+    "FunctionAgent",
+    "Runner",
+    "AgentReturnedGarbage",
+    "AgentTimedOut",
+    "Trainer",
+    "Algorithm",
+    "AlgorithmContext",
+    "Baseline",
+    "BaselineResult",
+    # tracing
+    "Tracer",
+    "Thread",
+    "emit_reward",
+    "emit_message",
+    "emit_object",
+    "emit_exception",
+    "emit_annotation",
+    "operation",
+    "reward_computation",
+    "set_emitters_outside_rollout",
+    "NoActiveRollout",
+    # adapters
+    "TraceToTrajectory",
+    "TraceToMessages",
+    "ChatExample",
     # stores
     "LightningStore",
     "InMemoryStore",
@@ -104,9 +153,37 @@ __all__ = [
     "semconv",
 ]
 
+# Loaded on first use, so `import agentlightning` stays fast (the tracer pulls in OpenTelemetry).
 _LAZY = {
     "StoreClient": "agentlightning.store.client",
     "StoreServer": "agentlightning.server.serve",
+    "rollout": "agentlightning.agent",
+    "LitAgent": "agentlightning.agent",
+    "FunctionAgent": "agentlightning.agent",
+    "Runner": "agentlightning.runner",
+    "AgentReturnedGarbage": "agentlightning.runner",
+    "AgentTimedOut": "agentlightning.runner",
+    "Trainer": "agentlightning.trainer",
+    "Algorithm": "agentlightning.algorithm",
+    "AlgorithmContext": "agentlightning.algorithm",
+    "Baseline": "agentlightning.algorithm",
+    "BaselineResult": "agentlightning.algorithm",
+    "Tracer": "agentlightning.tracer",
+    "Thread": "agentlightning.tracer",
+    "emit_reward": "agentlightning.tracer",
+    "emit_message": "agentlightning.tracer",
+    "emit_object": "agentlightning.tracer",
+    "emit_exception": "agentlightning.tracer",
+    "emit_annotation": "agentlightning.tracer",
+    "operation": "agentlightning.tracer",
+    "reward_computation": "agentlightning.tracer",
+    "set_emitters_outside_rollout": "agentlightning.tracer",
+    "NoActiveRollout": "agentlightning.tracer",
+    "TraceToTrajectory": "agentlightning.adapter",
+    "TraceToMessages": "agentlightning.adapter",
+    "ChatExample": "agentlightning.adapter",
+    "Transition": "agentlightning.types",
+    "Trajectory": "agentlightning.types",
 }
 
 

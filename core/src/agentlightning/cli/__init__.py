@@ -25,7 +25,7 @@ def _store_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``agl``."""
-    from agentlightning.cli import runs, store
+    from agentlightning.cli import runner, runs, store
 
     parser = argparse.ArgumentParser(prog="agl", description="Agent Lightning: train the LLMs inside your agents.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-body-mb", type=float, default=64, help="largest request body in MiB (default: %(default)s)"
     )
     serve.set_defaults(handler=store.serve)
+
+    runner_parser = commands.add_parser("runner", help="run an agent's rollouts from a store")
+    _store_arguments(runner_parser)
+    runner_parser.add_argument("--agent", required=True, help="module:attribute of an @agl.rollout function or agl.LitAgent")
+    runner_parser.add_argument("--concurrency", type=int, help="rollouts at once (default: 256 async agents, 1 sync)")
+    runner_parser.add_argument("--max-rollouts", type=int, help="stop after this many rollouts")
+    runner_parser.add_argument("--worker-id", help="name of this runner in the store (default: host-pid)")
+    runner_parser.set_defaults(handler=runner.run)
 
     runs_parser = commands.add_parser("runs", help="look at rollouts")
     runs_commands = runs_parser.add_subparsers(dest="runs_command", required=True, metavar="SUBCOMMAND")

@@ -33,6 +33,9 @@ class StoreStatistics(BaseModel):
     spans: int
     resources_versions: int
     queue_length: int = Field(description="Rollouts waiting to be dequeued (queuing or requeuing).")
+    spans_dropped: int = Field(
+        default=0, description="Spans that tracers could not write, as runners reported them on their attempts."
+    )
 
 
 class LightningStore(ABC):

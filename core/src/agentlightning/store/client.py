@@ -163,6 +163,12 @@ class StoreClient(LightningStore):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
+    async def _close_loop_session(self) -> None:
+        """Close the HTTP session of the running event loop (before that loop ends)."""
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
+
     async def close(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:

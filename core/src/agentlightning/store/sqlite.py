@@ -775,6 +775,10 @@ class SqliteStore(LightningStore):
                 spans=conn.execute("SELECT COUNT(*) FROM spans").fetchone()[0],
                 resources_versions=conn.execute("SELECT COUNT(*) FROM resources").fetchone()[0],
                 queue_length=conn.execute("SELECT COUNT(*) FROM rollouts WHERE queue_seq IS NOT NULL").fetchone()[0],
+                spans_dropped=conn.execute(
+                    "SELECT COALESCE(SUM(json_extract(metadata, '$.spans_dropped')), 0) FROM attempts "
+                    "WHERE json_extract(metadata, '$.spans_dropped') IS NOT NULL"
+                ).fetchone()[0],
             )
 
         return await self._db.run(op)

@@ -1,0 +1,32 @@
+"""Tracing: the tracer that writes spans to the store, and the emitters agents call."""
+
+from agentlightning.tracer._context import active_rollout
+from agentlightning.tracer.emit import (
+    NoActiveRollout,
+    Thread,
+    emit_annotation,
+    emit_exception,
+    emit_message,
+    emit_object,
+    emit_reward,
+    operation,
+    reward_computation,
+    set_emitters_outside_rollout,
+)
+from agentlightning.tracer.tracer import Tracer, otel_tracer
+
+__all__ = [
+    "NoActiveRollout",
+    "Thread",
+    "Tracer",
+    "active_rollout",
+    "emit_annotation",
+    "emit_exception",
+    "emit_message",
+    "emit_object",
+    "emit_reward",
+    "operation",
+    "otel_tracer",
+    "reward_computation",
+    "set_emitters_outside_rollout",
+]

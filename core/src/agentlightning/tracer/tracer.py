@@ -1,0 +1,354 @@
+"""The tracer: records spans of the active rollout and writes them to the store in batches, off the agent's thread.
+
+Two ways in, one queue:
+- the project's emitters (``agl.emit_reward`` and friends) append a small record (about 1 µs);
+- any OpenTelemetry instrumentation's spans reach the store through :class:`_StoreSpanProcessor`,
+  which this tracer installs on the global OpenTelemetry tracer provider.
+
+A writer thread drains the queue every ``flush_interval`` seconds (or sooner when ``batch_size``
+records wait), turns records into :class:`~agentlightning.Span` and calls ``add_many_spans``.
+A batch the store refuses is retried, then split per attempt; only what still fails is dropped, and
+every dropped span is logged and counted per attempt (the runner records the count on the attempt,
+and ``StoreStatistics.spans_dropped`` adds them up). Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from agentlightning.errors import StoreError
+from agentlightning.tracer._context import ACTIVE, ActiveRollout
+from agentlightning.types import Span, SpanKind, SpanStatus, StatusCode
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import Tracer as OtelTracer
+
+    from agentlightning.store.base import LightningStore
+
+__all__ = ["Tracer", "SpanRecord"]
+
+log = logging.getLogger("agentlightning.tracer")
+
+_KINDS = {0: SpanKind.INTERNAL, 1: SpanKind.SERVER, 2: SpanKind.CLIENT, 3: SpanKind.PRODUCER, 4: SpanKind.CONSUMER}
+_STATUS = {0: StatusCode.UNSET, 1: StatusCode.OK, 2: StatusCode.ERROR}
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    """A span as the emitters record it: cheap to make on the agent's thread, validated by the writer."""
+
+    rollout_id: str
+    attempt_id: str
+    name: str
+    attributes: dict[str, Any]
+    start_time: float
+    end_time: float
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    status: StatusCode = StatusCode.UNSET
+    description: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _OtelRecord:
+    rollout_id: str
+    attempt_id: str
+    span: ReadableSpan
+
+
+class _FlushMarker:
+    __slots__ = ("loop", "future")
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[None] = self.loop.create_future()
+
+
+def _hex_id(bits: int) -> str:
+    return f"{random.getrandbits(bits):0{bits // 4}x}"
+
+
+def _otel_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _from_otel(record: _OtelRecord) -> Span:
+    otel = record.span
+    context = otel.context
+    parent = otel.parent
+    status = otel.status
+    return Span(
+        rollout_id=record.rollout_id,
+        attempt_id=record.attempt_id,
+        trace_id=f"{context.trace_id:032x}" if context else _hex_id(128),
+        span_id=f"{context.span_id:016x}" if context else _hex_id(64),
+        parent_id=f"{parent.span_id:016x}" if parent is not None else None,
+        name=otel.name,
+        kind=_KINDS.get(otel.kind.value, SpanKind.INTERNAL),
+        start_time=(otel.start_time or 0) / 1e9,
+        end_time=(otel.end_time or otel.start_time or 0) / 1e9,
+        attributes={k: _otel_value(v) for k, v in (otel.attributes or {}).items()},
+        events=[
+            {
+                "name": e.name,
+                "timestamp": e.timestamp / 1e9,
+                "attributes": {k: _otel_value(v) for k, v in (e.attributes or {}).items()},
+            }
+            for e in otel.events
+        ],
+        links=[
+            {
+                "trace_id": f"{ln.context.trace_id:032x}",
+                "span_id": f"{ln.context.span_id:016x}",
+                "attributes": {k: _otel_value(v) for k, v in (ln.attributes or {}).items()},
+            }
+            for ln in otel.links
+        ],
+        status=SpanStatus(status_code=_STATUS.get(status.status_code.value, StatusCode.UNSET), description=status.description),
+        resource={k: _otel_value(v) for k, v in otel.resource.attributes.items()},
+    )
+
+
+def _from_record(record: SpanRecord) -> Span:
+    return Span(
+        rollout_id=record.rollout_id,
+        attempt_id=record.attempt_id,
+        trace_id=record.trace_id,
+        span_id=record.span_id,
+        parent_id=record.parent_id,
+        name=record.name,
+        start_time=record.start_time,
+        end_time=record.end_time,
+        attributes=record.attributes,
+        events=record.events,  # type: ignore[arg-type]
+        status=SpanStatus(status_code=record.status, description=record.description),
+    )
+
+
+class _StoreSpanProcessor:
+    """Hands every ended OpenTelemetry span that belongs to an active rollout to its tracer."""
+
+    def __init__(self) -> None:
+        self._owners: dict[int, ActiveRollout] = {}
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        active = ACTIVE.get()
+        if active is not None and span.context is not None:
+            self._owners[span.context.span_id] = active
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context is None:
+            return
+        owner = self._owners.pop(span.context.span_id, None)
+        if owner is not None:
+            owner.tracer._put(_OtelRecord(owner.rollout_id, owner.attempt_id, span))
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def _on_ending(self, span: Any) -> None:  # newer SDKs call this before on_end
+        pass
+
+
+_PROCESSOR: _StoreSpanProcessor | None = None
+_PROCESSOR_LOCK = threading.Lock()
+
+
+def otel_tracer() -> OtelTracer:
+    """An OpenTelemetry tracer whose spans inside a rollout land in that rollout's store.
+
+    Installs the project's span processor on the global tracer provider (creating an SDK provider
+    if the application has none), so spans of any OpenTelemetry instrumentation land there too.
+    """
+    global _PROCESSOR
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    with _PROCESSOR_LOCK:
+        if _PROCESSOR is None:
+            provider = trace.get_tracer_provider()
+            if not isinstance(provider, TracerProvider):
+                provider = TracerProvider()
+                trace.set_tracer_provider(provider)
+                provider = trace.get_tracer_provider()
+            if not isinstance(provider, TracerProvider):
+                raise RuntimeError(
+                    "The global OpenTelemetry tracer provider is not the SDK's; Agent Lightning cannot record its spans."
+                )
+            _PROCESSOR = _StoreSpanProcessor()
+            provider.add_span_processor(_PROCESSOR)  # type: ignore[arg-type]
+    return trace.get_tracer("agentlightning")
+
+
+class Tracer:
+    """Writes the spans of active rollouts to ``store``, batched, from a background thread.
+
+    Use :meth:`trace` (an async context manager) to make an attempt active in the current context;
+    everything recorded inside it, in this task and in tasks and threads started from it (see
+    ``agl.Thread``), is attributed to that attempt. :meth:`flush` waits until what was recorded so far
+    is written.
+    """
+
+    def __init__(self, store: LightningStore, *, batch_size: int = 1024, flush_interval: float = 0.05) -> None:
+        self.store = store
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self._queue: collections.deque[SpanRecord | _OtelRecord | _FlushMarker] = collections.deque()
+        self._wake = threading.Event()
+        self._closed = False
+        self._dropped: dict[str, int] = {}
+        self._dropped_lock = threading.Lock()
+        self.spans_written = 0
+        self._thread = threading.Thread(target=self._main, name="agentlightning-tracer", daemon=True)
+        self._thread.start()
+
+    # --- recording -----------------------------------------------------------------------------
+    def _put(self, record: SpanRecord | _OtelRecord | _FlushMarker) -> None:
+        self._queue.append(record)
+        if len(self._queue) >= self.batch_size or isinstance(record, _FlushMarker):
+            self._wake.set()
+
+    def record(self, record: SpanRecord) -> None:
+        """Queue one emitter record (any thread)."""
+        self._put(record)
+
+    @contextlib.asynccontextmanager
+    async def trace(self, rollout_id: str, attempt_id: str, name: str = "agentlightning.rollout") -> AsyncIterator[None]:
+        """Make the attempt active here, under a root span ``name`` that every span inside descends from."""
+        token = ACTIVE.set(ActiveRollout(rollout_id, attempt_id, self))
+        try:
+            with otel_tracer().start_as_current_span(name, attributes={"agentlightning.rollout.id": rollout_id}):
+                yield
+        finally:
+            ACTIVE.reset(token)
+
+    @contextlib.contextmanager
+    def trace_sync(self, rollout_id: str, attempt_id: str, name: str = "agentlightning.rollout") -> Iterator[None]:
+        """:meth:`trace` for synchronous code."""
+        token = ACTIVE.set(ActiveRollout(rollout_id, attempt_id, self))
+        try:
+            with otel_tracer().start_as_current_span(name, attributes={"agentlightning.rollout.id": rollout_id}):
+                yield
+        finally:
+            ACTIVE.reset(token)
+
+    async def flush(self) -> None:
+        """Wait until every span recorded before this call has been written (or counted as dropped)."""
+        marker = _FlushMarker()
+        self._put(marker)
+        await marker.future
+
+    def dropped(self, attempt_id: str) -> int:
+        """How many spans of this attempt could not be written."""
+        with self._dropped_lock:
+            return self._dropped.get(attempt_id, 0)
+
+    def forget(self, attempt_id: str) -> None:
+        """Drop the bookkeeping of a finished attempt."""
+        with self._dropped_lock:
+            self._dropped.pop(attempt_id, None)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._thread.join()
+
+    # --- the writer thread ----------------------------------------------------------------------
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            while True:
+                self._wake.wait(self.flush_interval)
+                self._wake.clear()
+                while self._queue:
+                    loop.run_until_complete(self._write_some())
+                if self._closed and not self._queue:
+                    break
+        finally:
+            loop.run_until_complete(self._close_store_sessions())
+            loop.close()
+
+    async def _close_store_sessions(self) -> None:
+        # A store client keeps one HTTP session per event loop; this loop's ends here.
+        close_loop = getattr(self.store, "_close_loop_session", None)
+        if close_loop is not None:
+            await close_loop()
+
+    async def _write_some(self) -> None:
+        batch: list[SpanRecord | _OtelRecord] = []
+        markers: list[_FlushMarker] = []
+        while self._queue and len(batch) < self.batch_size:
+            item = self._queue.popleft()
+            if isinstance(item, _FlushMarker):
+                markers.append(item)
+                break  # everything before the marker is in this batch
+            batch.append(item)
+        spans: list[Span] = []
+        for record in batch:
+            try:
+                spans.append(_from_record(record) if isinstance(record, SpanRecord) else _from_otel(record))
+            except ValidationError as exc:
+                self._drop(record.attempt_id, 1, f"span {getattr(record, 'name', '?')!r} is malformed: {exc}")
+        if spans:
+            await self._store_spans(spans)
+        for marker in markers:
+            try:
+                marker.loop.call_soon_threadsafe(_resolve, marker.future)
+            except RuntimeError:
+                pass
+
+    async def _store_spans(self, spans: list[Span]) -> None:
+        delay = 0.05
+        for _ in range(5):
+            try:
+                await self.store.add_many_spans(spans)
+                self.spans_written += len(spans)
+                return
+            except StoreError as exc:
+                error: StoreError = exc
+                await asyncio.sleep(delay)
+                delay *= 3
+        # One attempt's bad span must not cost the others theirs: try each attempt alone.
+        by_attempt: dict[str, list[Span]] = {}
+        for span in spans:
+            by_attempt.setdefault(span.attempt_id, []).append(span)
+        if len(by_attempt) == 1:
+            (attempt_id, group), = by_attempt.items()
+            self._drop(attempt_id, len(group), str(error))
+            return
+        for attempt_id, group in by_attempt.items():
+            try:
+                await self.store.add_many_spans(group)
+                self.spans_written += len(group)
+            except StoreError as exc:
+                self._drop(attempt_id, len(group), str(exc))
+
+    def _drop(self, attempt_id: str, count: int, reason: str) -> None:
+        log.error("Dropped %d span(s) of attempt %s: %s", count, attempt_id, reason)
+        with self._dropped_lock:
+            self._dropped[attempt_id] = self._dropped.get(attempt_id, 0) + count
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
