@@ -24,7 +24,9 @@ class LitAgent:
     #: Shown in spans and logs.
     name: str = "agent"
 
-    def rollout(self, task: Any, resources: Resources, rollout: AttemptedRollout) -> AgentResult | Awaitable[AgentResult]:
+    def rollout(
+        self, task: Any, resources: Resources, rollout: AttemptedRollout
+    ) -> AgentResult | Awaitable[AgentResult]:
         """Run the agent once."""
         raise NotImplementedError(f"{type(self).__name__} must implement rollout(task, resources, rollout)")
 
@@ -82,7 +84,9 @@ class FunctionAgent(LitAgent):
     def is_async(self) -> bool:
         return self._async
 
-    def rollout(self, task: Any, resources: Resources, rollout: AttemptedRollout) -> AgentResult | Awaitable[AgentResult]:
+    def rollout(
+        self, task: Any, resources: Resources, rollout: AttemptedRollout
+    ) -> AgentResult | Awaitable[AgentResult]:
         kwargs = {name: _INJECTED[name](resources, rollout) for name in self._injected}
         return self.fn(task, **kwargs)  # type: ignore[no-any-return]
 

@@ -10,6 +10,8 @@ import socket
 import time
 from typing import Any
 
+from pydantic import JsonValue
+
 from agentlightning.agent import LitAgent
 from agentlightning.errors import InvalidStatusTransition, StoreError
 from agentlightning.store.base import LightningStore
@@ -77,7 +79,9 @@ class Runner:
             self._tracer = Tracer(self.store)
         return self._tracer
 
-    async def run(self, *, stop: asyncio.Event | None = None, max_rollouts: int | None = None, idle_timeout: float | None = None) -> int:
+    async def run(
+        self, *, stop: asyncio.Event | None = None, max_rollouts: int | None = None, idle_timeout: float | None = None
+    ) -> int:
         """Run rollouts until ``stop`` is set, ``max_rollouts`` are done, or the queue stayed empty ``idle_timeout`` s.
 
         Returns how many rollouts this runner finished. Rollouts in flight when it stops are finished first.
@@ -158,7 +162,9 @@ class Runner:
                     try:
                         result = await asyncio.wait_for(self._call_agent(rollout, resources), timeout)
                     except TimeoutError:
-                        raise AgentTimedOut(f"The agent ran past the rollout's timeout of {timeout:g} s and was stopped.") from None
+                        raise AgentTimedOut(
+                            f"The agent ran past the rollout's timeout of {timeout:g} s and was stopped."
+                        ) from None
                     if isinstance(result, bool) or not (result is None or isinstance(result, (int, float))):
                         raise AgentReturnedGarbage(
                             f"The agent returned {result!r} ({type(result).__name__}); return a float reward or None."
@@ -169,7 +175,9 @@ class Runner:
                         emit_reward(float(result))
                     status = AttemptStatus.SUCCEEDED
                 except asyncio.CancelledError:
-                    emit_exception(asyncio.CancelledError("The attempt was cancelled (the store ended it or the runner stopped)."))
+                    emit_exception(
+                        asyncio.CancelledError("The attempt was cancelled (the store ended it or the runner stopped).")
+                    )
                     status = AttemptStatus.CANCELLED
                 except AgentTimedOut as exc:
                     emit_exception(exc)
@@ -190,7 +198,7 @@ class Runner:
         await self.tracer.flush()  # the rollout's spans are complete before anyone sees it finished
         dropped = self.tracer.dropped(aid)
         self.tracer.forget(aid)
-        metadata = {"spans_dropped": dropped} if dropped else None
+        metadata: dict[str, JsonValue] | None = {"spans_dropped": dropped} if dropped else None
         try:
             await self.store.update_attempt(rid, aid, status=status, metadata=metadata)
         except InvalidStatusTransition as exc:

@@ -102,7 +102,9 @@ class Trainer:
         """Run the agent ``n`` times on every task with the initial resources (``agl.Baseline``); returns the rewards."""
         return asyncio.run(self._run(Baseline(n=n), agent, dataset, None))
 
-    async def afit(self, agent: LitAgent, train_dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> Any:
+    async def afit(
+        self, agent: LitAgent, train_dataset: Dataset | None = None, val_dataset: Dataset | None = None
+    ) -> Any:
         """:meth:`fit` for callers already in an event loop."""
         if self.algorithm is None:
             raise ValueError("Trainer.fit needs an algorithm (Trainer(algorithm=...)).")
@@ -110,7 +112,9 @@ class Trainer:
 
     async def _run(self, algorithm: Algorithm, agent: LitAgent, train: Dataset | None, val: Dataset | None) -> Any:
         if not isinstance(agent, LitAgent):
-            raise TypeError(f"The agent must be an agl.LitAgent or an @agl.rollout function, not {type(agent).__name__}")
+            raise TypeError(
+                f"The agent must be an agl.LitAgent or an @agl.rollout function, not {type(agent).__name__}"
+            )
         algorithm.context = AlgorithmContext(
             store=self.store,
             adapter=self.adapter,
@@ -121,7 +125,8 @@ class Trainer:
             return await self._run_with_processes(algorithm, agent, train, val)
         stop = asyncio.Event()
         runners = [
-            Runner(agent, self.store, max_concurrency=self.max_concurrency, worker_id=f"runner-{i}") for i in range(self.n_runners)
+            Runner(agent, self.store, max_concurrency=self.max_concurrency, worker_id=f"runner-{i}")
+            for i in range(self.n_runners)
         ]
         tasks = [asyncio.create_task(r.run(stop=stop)) for r in runners]
         try:
@@ -132,7 +137,9 @@ class Trainer:
             for runner in runners:
                 runner.close()
 
-    async def _run_with_processes(self, algorithm: Algorithm, agent: LitAgent, train: Dataset | None, val: Dataset | None) -> Any:
+    async def _run_with_processes(
+        self, algorithm: Algorithm, agent: LitAgent, train: Dataset | None, val: Dataset | None
+    ) -> Any:
         from agentlightning.server.serve import StoreServer
 
         try:

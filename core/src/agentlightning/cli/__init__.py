@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     runner_parser = commands.add_parser("runner", help="run an agent's rollouts from a store")
     _store_arguments(runner_parser)
-    runner_parser.add_argument("--agent", required=True, help="module:attribute of an @agl.rollout function or agl.LitAgent")
+    runner_parser.add_argument(
+        "--agent", required=True, help="module:attribute of an @agl.rollout function or agl.LitAgent"
+    )
     runner_parser.add_argument("--concurrency", type=int, help="rollouts at once (default: 256 async agents, 1 sync)")
     runner_parser.add_argument("--max-rollouts", type=int, help="stop after this many rollouts")
     runner_parser.add_argument("--worker-id", help="name of this runner in the store (default: host-pid)")

@@ -51,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print(f"Runner {runner.worker_id} running {args.agent} on {args.store} ({runner.max_concurrency} at once)", flush=True)
+        print(
+            f"Runner {runner.worker_id} running {args.agent} on {args.store} ({runner.max_concurrency} at once)",
+            flush=True,
+        )
         try:
             return await runner.run(stop=stop, max_rollouts=args.max_rollouts)
         finally:

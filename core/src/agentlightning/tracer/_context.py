@@ -19,7 +19,9 @@ class ActiveRollout:
     tracer: Tracer
 
 
-ACTIVE: contextvars.ContextVar[ActiveRollout | None] = contextvars.ContextVar("agentlightning_active_rollout", default=None)
+ACTIVE: contextvars.ContextVar[ActiveRollout | None] = contextvars.ContextVar(
+    "agentlightning_active_rollout", default=None
+)
 
 
 def active_rollout() -> ActiveRollout | None:

@@ -139,6 +139,7 @@ def emit_reward(
     if active is None:
         return
     extra = _checked(attributes)
+    reward_name: str | None
     if isinstance(value, Mapping):
         if not value:
             raise ValueError("emit_reward got an empty mapping; give at least one named reward")
@@ -196,7 +197,14 @@ def emit_exception(exc: BaseException, *, attributes: Mapping[str, AttributeValu
     }
     extra.update(exception)
     event = {"name": "exception", "timestamp": time.time(), "attributes": exception}
-    _emit(active, semconv.SPAN_EXCEPTION, extra, status=StatusCode.ERROR, description=str(exc) or type(exc).__name__, events=[event])
+    _emit(
+        active,
+        semconv.SPAN_EXCEPTION,
+        extra,
+        status=StatusCode.ERROR,
+        description=str(exc) or type(exc).__name__,
+        events=[event],
+    )
 
 
 def emit_annotation(annotations: Mapping[str, AttributeValue]) -> None:
@@ -283,7 +291,7 @@ class _Operation:
                 record(result)
                 return result
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
 
 @overload

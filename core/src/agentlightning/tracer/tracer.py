@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from agentlightning.errors import StoreError
+from agentlightning.errors import StoreError, StoreUnavailable
 from agentlightning.tracer._context import ACTIVE, ActiveRollout
 from agentlightning.types import Span, SpanKind, SpanStatus, StatusCode
 
@@ -70,7 +70,7 @@ class _OtelRecord:
 
 
 class _FlushMarker:
-    __slots__ = ("loop", "future")
+    __slots__ = ("future", "loop")
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -117,7 +117,9 @@ def _from_otel(record: _OtelRecord) -> Span:
             }
             for ln in otel.links
         ],
-        status=SpanStatus(status_code=_STATUS.get(status.status_code.value, StatusCode.UNSET), description=status.description),
+        status=SpanStatus(
+            status_code=_STATUS.get(status.status_code.value, StatusCode.UNSET), description=status.description
+        ),
         resource={k: _otel_value(v) for k, v in otel.resource.attributes.items()},
     )
 
@@ -133,7 +135,7 @@ def _from_record(record: SpanRecord) -> Span:
         start_time=record.start_time,
         end_time=record.end_time,
         attributes=record.attributes,
-        events=record.events,  # type: ignore[arg-type]
+        events=record.events,
         status=SpanStatus(status_code=record.status, description=record.description),
     )
 
@@ -229,7 +231,9 @@ class Tracer:
         self._put(record)
 
     @contextlib.asynccontextmanager
-    async def trace(self, rollout_id: str, attempt_id: str, name: str = "agentlightning.rollout") -> AsyncIterator[None]:
+    async def trace(
+        self, rollout_id: str, attempt_id: str, name: str = "agentlightning.rollout"
+    ) -> AsyncIterator[None]:
         """Make the attempt active here, under a root span ``name`` that every span inside descends from."""
         token = ACTIVE.set(ActiveRollout(rollout_id, attempt_id, self))
         try:
@@ -317,22 +321,27 @@ class Tracer:
                 pass
 
     async def _store_spans(self, spans: list[Span]) -> None:
-        delay = 0.05
-        for _ in range(5):
+        delay = 0.1
+        for tries_left in range(4, -1, -1):
             try:
                 await self.store.add_many_spans(spans)
                 self.spans_written += len(spans)
                 return
-            except StoreError as exc:
+            except StoreUnavailable as exc:  # the store may come back (a client already retried a while)
                 error: StoreError = exc
+                if not tries_left:
+                    break
                 await asyncio.sleep(delay)
                 delay *= 3
+            except StoreError as exc:  # refused: sending it again would be refused again
+                error = exc
+                break
         # One attempt's bad span must not cost the others theirs: try each attempt alone.
         by_attempt: dict[str, list[Span]] = {}
         for span in spans:
             by_attempt.setdefault(span.attempt_id, []).append(span)
         if len(by_attempt) == 1:
-            (attempt_id, group), = by_attempt.items()
+            ((attempt_id, group),) = by_attempt.items()
             self._drop(attempt_id, len(group), str(error))
             return
         for attempt_id, group in by_attempt.items():
@@ -351,4 +360,3 @@ class Tracer:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-

@@ -1,4 +1,4 @@
-"""The data model: tasks, rollouts, attempts, resources and spans."""
+"""The data model: tasks, rollouts, attempts, resources, spans, and trajectories."""
 
 from agentlightning.types.resources import LLM, AnyResource, GenericResource, PromptTemplate, Resource, Resources
 from agentlightning.types.rollout import (
@@ -24,6 +24,7 @@ from agentlightning.types.span import (
     SpanStatus,
     StatusCode,
 )
+from agentlightning.types.trajectory import Trajectory, Transition
 
 __all__ = [
     "LLM",
@@ -51,4 +52,6 @@ __all__ = [
     "SpanLink",
     "SpanStatus",
     "StatusCode",
+    "Transition",
+    "Trajectory",
 ]

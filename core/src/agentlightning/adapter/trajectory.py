@@ -1,0 +1,186 @@
+"""From the spans of one attempt to a :class:`~agentlightning.types.Trajectory`.
+
+This is the contract trainers rely on.
+
+**LLM calls.** A span is an LLM call when ``gen_ai.operation.name`` is ``chat`` or
+``text_completion``. Its transition carries ``gen_ai.input.messages``, ``gen_ai.output.messages``
+and ``gen_ai.tool.definitions`` (JSON text; messages that are not JSON are kept as one plain
+string), the model (``gen_ai.response.model``, else ``gen_ai.request.model``),
+``gen_ai.response.id``, and the gateway's ``agentlightning.llm.prompt_token_ids``,
+``completion_token_ids`` and ``completion_logprobs``. Calls are ordered by
+``(end_time, sequence)``.
+
+**Agents.** A call belongs to the agent named by its own ``gen_ai.agent.name``, else by that of
+its nearest ancestor that has one (following ``parent_id`` among the attempt's spans, or the
+gateway's ``agentlightning.llm.caller_traceparent`` where the parent is not among them), else to
+no agent (``None``).
+
+**Reward computations.** LLM calls inside a span marked ``agentlightning.operation.kind =
+"reward"`` (an LLM judge, at any depth below it) are not the agent's: they never become
+transitions and take no rewards.
+
+**Rewards.** Reward spans are named ``agentlightning.reward`` and carry a numeric
+``agentlightning.reward.value`` (see :func:`agentlightning.reward.reward_of`). The *final* reward
+is the last one in sequence order (the runner records the agent's returned reward last). Every
+other reward is *intermediate*: with reward spans ordered by ``(start_time, sequence)`` and calls
+by ``(end_time, sequence)``, it goes to the last call that precedes it on that timeline, i.e.
+
+    owner(r) = argmax over calls c with (c.end_time, c.sequence) < (r.start_time, r.sequence) of that key
+
+and ``Transition.reward = sum of the intermediate rewards r with owner(r) = that call`` (``None``
+when there are none). Owners are chosen among *all* the attempt's calls outside reward
+computations, selected or not, so a reward that follows agent B's call never moves onto agent
+A's. An intermediate reward that no call precedes lands in ``Trajectory.unassigned_rewards``.
+Rewards recorded inside a reward computation count like any other.
+
+**Selection.** ``agents`` picks whose calls become transitions: ``None`` for every call
+(unnamed ones included), a collection of names, or a predicate on the name; with the last two,
+calls of no agent are left out. Unselected agents are part of the environment: their calls still
+own the rewards that follow them.
+
+**Sequence.** ``sequence_id`` orders spans; when some span has none (spans not yet stored), the
+order of the list passed in is taken as the sequence order.
+
+Adapting is a pure function of the spans, linear in their number, and never fails on a
+malformed attribute of one span: the attribute is skipped (or kept as a string, for messages)
+and the reason logged at debug level on the ``agentlightning.adapter`` logger.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Collection, Sequence
+
+from agentlightning import semconv
+from agentlightning.adapter._llm_call import (
+    is_llm_call,
+    log,
+    read_logprobs,
+    read_messages,
+    read_str,
+    read_token_ids,
+    read_tools,
+)
+from agentlightning.adapter._tree import SpanTree
+from agentlightning.reward import reward_of
+from agentlightning.types import Span, Trajectory, Transition
+
+__all__ = ["AgentSelector", "TraceToTrajectory"]
+
+#: Which agents' LLM calls to train: ``None`` for all, a collection of names, or a predicate on the name.
+AgentSelector = Collection[str] | Callable[[str], bool] | None
+
+
+class TraceToTrajectory:
+    """Turns the spans of one attempt into a :class:`~agentlightning.types.Trajectory`.
+
+    See the module documentation for how calls, agents and rewards are read from the spans.
+
+    Args:
+        agents: whose LLM calls become transitions: ``None`` (default) for every call, a
+            collection of agent names (a single string counts as one name), or a predicate
+            called with each agent name. Calls of no agent are kept only when ``agents`` is ``None``.
+    """
+
+    def __init__(self, agents: AgentSelector = None) -> None:
+        self.agents = agents
+        self._is_selected = _selector(agents)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(agents={self.agents!r})"
+
+    def adapt(self, spans: Sequence[Span]) -> Trajectory:
+        """The trajectory of the attempt that ``spans`` record.
+
+        Raises:
+            ValueError: if the spans belong to more than one attempt.
+        """
+        if not spans:
+            return Trajectory()
+        attempts = {(span.rollout_id, span.attempt_id) for span in spans}
+        if len(attempts) > 1:
+            shown = ", ".join(f"{rollout}/{attempt}" for rollout, attempt in sorted(attempts)[:5])
+            raise ValueError(
+                f"{type(self).__name__}.adapt takes the spans of one attempt, got spans of {len(attempts)} "
+                f"(rollout/attempt: {shown}{', ...' if len(attempts) > 5 else ''}); adapt each attempt's spans "
+                "separately, e.g. those of `store.query_spans(rollout_id, attempt_id)`."
+            )
+        (rollout_id, attempt_id) = next(iter(attempts))
+
+        if all(span.sequence_id is not None for span in spans):
+            ordered = sorted(spans, key=lambda span: span.sequence_id or 0)
+        else:
+            ordered = list(spans)
+        tree = SpanTree(ordered)
+
+        # (time, position in sequence order, ...): the position breaks ties in time.
+        calls: list[tuple[float, int, Span, str | None]] = []
+        rewards: list[tuple[float, int, float]] = []
+        for position, span in enumerate(ordered):
+            if span.name == semconv.SPAN_REWARD:
+                value = reward_of(span)
+                if value is None:
+                    log.debug("span %s: reward span without a numeric reward value; ignoring it", span.span_id)
+                else:
+                    rewards.append((span.start_time, position, value))
+            elif is_llm_call(span) and not tree.in_reward_computation(span):
+                end_time = span.end_time if span.end_time is not None else span.start_time
+                calls.append((end_time, position, span, tree.agent_name(span)))
+        calls.sort(key=lambda call: (call[0], call[1]))
+
+        final_reward = rewards[-1][2] if rewards else None
+        intermediate = sorted(rewards[:-1])
+        call_keys = [(end_time, position) for end_time, position, _, _ in calls]
+        assigned: dict[int, float] = {}
+        unassigned: list[float] = []
+        for start_time, position, value in intermediate:
+            owner = bisect.bisect_left(call_keys, (start_time, position)) - 1
+            if owner < 0:
+                unassigned.append(value)
+            else:
+                assigned[owner] = assigned.get(owner, 0.0) + value
+
+        transitions: list[Transition] = []
+        for index, (_, _, span, agent_name) in enumerate(calls):
+            if self._is_selected(agent_name):
+                transitions.append(_transition(span, len(transitions), agent_name, assigned.get(index)))
+        return Trajectory(
+            rollout_id=rollout_id,
+            attempt_id=attempt_id,
+            transitions=transitions,
+            final_reward=final_reward,
+            unassigned_rewards=unassigned,
+            agents=sorted({agent_name for _, _, _, agent_name in calls if agent_name is not None}),
+        )
+
+
+def _selector(agents: AgentSelector) -> Callable[[str | None], bool]:
+    if agents is None:
+        return lambda name: True
+    if callable(agents):
+        predicate = agents
+        return lambda name: name is not None and bool(predicate(name))
+    # A bare string is a Collection[str] of its characters; the caller meant one agent.
+    names = frozenset([agents] if isinstance(agents, str) else agents)
+    return lambda name: name is not None and name in names
+
+
+def _transition(span: Span, sequence: int, agent_name: str | None, reward: float | None) -> Transition:
+    # The readers return exactly the field types (JSON from json.loads, checked int / float lists), so
+    # validating again would only cost time: pydantic walks every message value in Python for JsonValue.
+    return Transition.model_construct(
+        span_id=span.span_id,
+        sequence=sequence,
+        agent_name=agent_name,
+        model=read_str(span, semconv.GEN_AI_RESPONSE_MODEL) or read_str(span, semconv.GEN_AI_REQUEST_MODEL),
+        response_id=read_str(span, semconv.GEN_AI_RESPONSE_ID),
+        prompt_token_ids=read_token_ids(span, semconv.AGL_PROMPT_TOKEN_IDS),
+        completion_token_ids=read_token_ids(span, semconv.AGL_COMPLETION_TOKEN_IDS),
+        logprobs=read_logprobs(span),
+        input_messages=read_messages(span, semconv.GEN_AI_INPUT_MESSAGES),
+        output_messages=read_messages(span, semconv.GEN_AI_OUTPUT_MESSAGES),
+        tools=read_tools(span),
+        reward=reward,
+        start_time=span.start_time,
+        end_time=span.end_time,
+    )

@@ -1,0 +1,237 @@
+"""Tracing: emitters, operations, OpenTelemetry spans, context propagation, batching without loss."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import agentlightning as agl
+from agentlightning import semconv
+from agentlightning.tracer import Tracer
+
+
+@pytest.fixture
+async def traced() -> AsyncIterator[tuple[agl.LightningStore, Tracer, agl.AttemptedRollout]]:
+    store = agl.InMemoryStore()
+    tracer = Tracer(store)
+    rollout = await store.start_rollout(agl.RolloutRequest(input="task"))
+    yield store, tracer, rollout
+    tracer.close()
+    await store.close()
+
+
+async def spans_of(store: agl.LightningStore, tracer: Tracer, rollout: agl.AttemptedRollout) -> list[agl.Span]:
+    await tracer.flush()
+    return await store.query_spans(rollout.rollout_id)
+
+
+def by_name(spans: list[agl.Span], name: str) -> agl.Span:
+    (span,) = [s for s in spans if s.name == name]
+    return span
+
+
+async def test_emitters_record_their_spans_under_the_rollout_root(traced: Any) -> None:
+    store, tracer, rollout = traced
+    async with tracer.trace(rollout.rollout_id, rollout.attempt.attempt_id):
+        agl.emit_message("thinking", attributes={"step": 1})
+        agl.emit_object({"plan": ["a", "b"]})
+        agl.emit_annotation({"difficulty": "hard", "score": 0.5})
+        agl.emit_reward({"accuracy": 1.0, "brevity": -0.5}, primary="accuracy")
+        try:
+            raise ValueError("bad tool input")
+        except ValueError as exc:
+            agl.emit_exception(exc)
+    spans = await spans_of(store, tracer, rollout)
+    root = by_name(spans, "agentlightning.rollout")
+    assert all(s.parent_id == root.span_id and s.trace_id == root.trace_id for s in spans if s is not root)
+    assert by_name(spans, semconv.SPAN_MESSAGE).attributes == {semconv.AGL_MESSAGE_BODY: "thinking", "step": 1}
+    assert by_name(spans, semconv.SPAN_OBJECT).attributes[semconv.AGL_OBJECT_JSON] == '{"plan":["a","b"]}'
+    annotation = by_name(spans, semconv.SPAN_ANNOTATION).attributes
+    assert annotation == {"agentlightning.annotation.difficulty": "hard", "agentlightning.annotation.score": 0.5}
+    reward = by_name(spans, semconv.SPAN_REWARD).attributes
+    assert reward[semconv.AGL_REWARD_VALUE] == 1.0 and reward[semconv.AGL_REWARD_NAME] == "accuracy"
+    assert reward[semconv.AGL_REWARD_VALUES_PREFIX + "brevity"] == -0.5
+    exception = by_name(spans, semconv.SPAN_EXCEPTION)
+    assert exception.status.status_code == agl.StatusCode.ERROR
+    assert exception.attributes[semconv.EXCEPTION_TYPE] == "ValueError"
+    assert "bad tool input" in str(exception.attributes[semconv.EXCEPTION_STACKTRACE])
+    assert [s.sequence_id for s in spans] == list(range(1, len(spans) + 1))
+
+
+async def test_emitters_outside_a_rollout_raise_or_are_ignored_when_asked() -> None:
+    with pytest.raises(agl.NoActiveRollout, match="outside a rollout"):
+        agl.emit_reward(1.0)
+    agl.set_emitters_outside_rollout("ignore")
+    try:
+        agl.emit_reward(1.0)
+        agl.emit_message("nobody hears this")
+        with agl.operation(name="step"):
+            pass
+    finally:
+        agl.set_emitters_outside_rollout("raise")
+
+
+async def test_bad_emitter_arguments_fail_at_the_call(traced: Any) -> None:
+    store, tracer, rollout = traced
+    async with tracer.trace(rollout.rollout_id, rollout.attempt.attempt_id):
+        with pytest.raises(TypeError, match="finite number"):
+            agl.emit_reward(float("nan"))
+        with pytest.raises(TypeError, match="finite number"):
+            agl.emit_reward("1.0")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="primary reward 'x'"):
+            agl.emit_reward({"a": 1.0}, primary="x")
+        with pytest.raises(TypeError, match="Span attributes"):
+            agl.emit_message("m", attributes={"nested": {"a": 1}})  # type: ignore[dict-item]
+        with pytest.raises(TypeError, match="JSON-serialisable"):
+            agl.emit_object(object())
+    assert [s.name for s in await spans_of(store, tracer, rollout)] == ["agentlightning.rollout"]
+
+
+async def test_operations_record_inputs_outputs_and_nest(traced: Any) -> None:
+    store, tracer, rollout = traced
+
+    @agl.operation
+    def plan(goal: str, steps: int = 2) -> list[str]:
+        agl.emit_message("inside plan")
+        return [goal] * steps
+
+    @agl.operation(name="act")
+    async def act(step: str) -> str:
+        return step.upper()
+
+    @agl.reward_computation
+    def judge(answer: str) -> float:
+        return 1.0
+
+    async with tracer.trace(rollout.rollout_id, rollout.attempt.attempt_id):
+        for step in plan("x"):
+            await act(step)
+        with agl.operation(name="summarise") as op:
+            op.record_output({"done": True})
+        judge("X")
+    spans = await spans_of(store, tracer, rollout)
+    planned = by_name(spans, "agentlightning.operation test_operations_record_inputs_outputs_and_nest.<locals>.plan")
+    assert planned.attributes[semconv.AGL_OPERATION_INPUT] == '{"goal":"x"}'
+    assert planned.attributes[semconv.AGL_OPERATION_OUTPUT] == '["x","x"]'
+    assert by_name(spans, semconv.SPAN_MESSAGE).parent_id == planned.span_id
+    acts = [s for s in spans if s.name == "agentlightning.operation act"]
+    assert len(acts) == 2 and acts[0].attributes[semconv.AGL_OPERATION_OUTPUT] == '"X"'
+    assert (
+        by_name(spans, "agentlightning.operation summarise").attributes[semconv.AGL_OPERATION_OUTPUT] == '{"done":true}'
+    )
+    judged = [s for s in spans if s.attributes.get(semconv.AGL_OPERATION_KIND) == semconv.OPERATION_KIND_REWARD]
+    assert len(judged) == 1
+
+
+async def test_spans_of_any_opentelemetry_instrumentation_land_in_the_store(traced: Any) -> None:
+    from opentelemetry import trace
+
+    store, tracer, rollout = traced
+    other = trace.get_tracer("some.instrumentation")
+    async with tracer.trace(rollout.rollout_id, rollout.attempt.attempt_id):
+        with other.start_as_current_span("http request", attributes={"http.method": "POST"}) as span:
+            span.add_event("retry", {"attempt": 2})
+            agl.emit_reward(0.5)
+    with other.start_as_current_span("outside any rollout"):
+        pass
+    spans = await spans_of(store, tracer, rollout)
+    request = by_name(spans, "http request")
+    assert request.attributes == {"http.method": "POST"} and request.events[0].attributes == {"attempt": 2}
+    assert by_name(spans, semconv.SPAN_REWARD).parent_id == request.span_id
+    assert "outside any rollout" not in {s.name for s in spans}
+
+
+async def test_context_follows_tasks_and_project_threads_but_not_plain_threads(traced: Any) -> None:
+    store, tracer, rollout = traced
+    errors: list[BaseException] = []
+
+    def in_thread(label: str) -> None:
+        try:
+            agl.emit_message(label)
+        except BaseException as exc:
+            errors.append(exc)
+
+    async with tracer.trace(rollout.rollout_id, rollout.attempt.attempt_id):
+        await asyncio.create_task(asyncio.sleep(0, result=None))
+        await asyncio.gather(*(asyncio.create_task(_emit_later(f"task {i}")) for i in range(3)))
+        await asyncio.to_thread(in_thread, "to_thread")
+        worker = agl.Thread(target=in_thread, args=("agl.Thread",))
+        worker.start()
+        worker.join()
+        plain = threading.Thread(target=in_thread, args=("plain thread",))
+        plain.start()
+        plain.join()
+    bodies = {s.attributes.get(semconv.AGL_MESSAGE_BODY) for s in await spans_of(store, tracer, rollout)}
+    assert {"task 0", "task 1", "task 2", "to_thread", "agl.Thread"} <= bodies
+    assert "plain thread" not in bodies
+    assert len(errors) == 1 and isinstance(errors[0], agl.NoActiveRollout)
+
+
+async def _emit_later(label: str) -> None:
+    await asyncio.sleep(0.01)
+    agl.emit_message(label)
+
+
+async def test_concurrent_rollouts_keep_their_own_spans(traced: Any) -> None:
+    store, tracer, _ = traced
+    rollouts = [await store.start_rollout(agl.RolloutRequest(input=i)) for i in range(20)]
+
+    async def run(r: agl.AttemptedRollout) -> None:
+        async with tracer.trace(r.rollout_id, r.attempt.attempt_id):
+            for step in range(10):
+                await asyncio.sleep(0)
+                agl.emit_reward(float(r.input))  # type: ignore[arg-type]
+                agl.emit_annotation({"step": step})
+
+    await asyncio.gather(*(run(r) for r in rollouts))
+    await tracer.flush()
+    for r in rollouts:
+        spans = await store.query_spans(r.rollout_id)
+        rewards = [s.attributes[semconv.AGL_REWARD_VALUE] for s in spans if s.name == semconv.SPAN_REWARD]
+        assert rewards == [float(r.input)] * 10  # type: ignore[arg-type]
+
+
+class _FlakyStore(agl.InMemoryStore):
+    """Refuses every span batch naming the attempt in ``refuse``."""
+
+    refuse = ""
+
+    async def add_many_spans(self, spans: Any) -> list[agl.Span]:
+        if any(s.attempt_id == self.refuse for s in spans):
+            raise agl.StoreError("refused for the test")
+        return await super().add_many_spans(spans)
+
+
+async def test_a_refused_batch_loses_only_its_own_attempts_spans_and_counts_them() -> None:
+    store = _FlakyStore()
+    tracer = Tracer(store)
+    try:
+        good = await store.start_rollout(agl.RolloutRequest(input="good"))
+        bad = await store.start_rollout(agl.RolloutRequest(input="bad"))
+        store.refuse = bad.attempt.attempt_id
+        for r in (good, bad):
+            with tracer.trace_sync(r.rollout_id, r.attempt.attempt_id):
+                for _ in range(5):
+                    agl.emit_message("m")
+        await tracer.flush()
+        assert len(await store.query_spans(good.rollout_id)) == 6
+        assert await store.query_spans(bad.rollout_id) == []
+        assert tracer.dropped(bad.attempt.attempt_id) == 6 and tracer.dropped(good.attempt.attempt_id) == 0
+    finally:
+        tracer.close()
+        await store.close()
+
+
+async def test_a_thousand_spans_in_one_rollout_all_arrive_in_order(traced: Any) -> None:
+    store, tracer, rollout = traced
+    async with tracer.trace(rollout.rollout_id, rollout.attempt.attempt_id):
+        for i in range(1000):
+            agl.emit_annotation({"i": i})
+    spans = await spans_of(store, tracer, rollout)
+    order = [s.attributes["agentlightning.annotation.i"] for s in spans if s.name == semconv.SPAN_ANNOTATION]
+    assert order == list(range(1000))
+    assert tracer.dropped(rollout.attempt.attempt_id) == 0
