@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from agentlightning import semconv
 from agentlightning.errors import StoreError, StoreUnavailable
 from agentlightning.tracer._context import ACTIVE, ActiveRollout
 from agentlightning.types import Span, SpanKind, SpanStatus, StatusCode
@@ -235,19 +236,16 @@ class Tracer:
         self, rollout_id: str, attempt_id: str, name: str = "agentlightning.rollout"
     ) -> AsyncIterator[None]:
         """Make the attempt active here, under a root span ``name`` that every span inside descends from."""
-        token = ACTIVE.set(ActiveRollout(rollout_id, attempt_id, self))
-        try:
-            with otel_tracer().start_as_current_span(name, attributes={"agentlightning.rollout.id": rollout_id}):
-                yield
-        finally:
-            ACTIVE.reset(token)
+        with self.trace_sync(rollout_id, attempt_id, name):
+            yield
 
     @contextlib.contextmanager
     def trace_sync(self, rollout_id: str, attempt_id: str, name: str = "agentlightning.rollout") -> Iterator[None]:
         """:meth:`trace` for synchronous code."""
         token = ACTIVE.set(ActiveRollout(rollout_id, attempt_id, self))
         try:
-            with otel_tracer().start_as_current_span(name, attributes={"agentlightning.rollout.id": rollout_id}):
+            attributes = {semconv.AGL_ROLLOUT_ID: rollout_id, semconv.AGL_ATTEMPT_ID: attempt_id}
+            with otel_tracer().start_as_current_span(name, attributes=attributes):
                 yield
         finally:
             ACTIVE.reset(token)
