@@ -392,3 +392,14 @@ async def test_a_store_serves_several_event_loops_at_once(store: agl.LightningSt
     await asyncio.get_running_loop().run_in_executor(None, lambda: [t.join() for t in threads])
     assert len(taken) == 40 and len(set(taken)) == 40
     assert (await store.statistics()).rollouts[RolloutStatus.SUCCEEDED] == 40
+
+
+async def test_statistics_add_up_the_spans_runners_could_not_write(store: agl.LightningStore) -> None:
+    await store.enqueue_many_rollouts([agl.RolloutRequest(input=i) for i in range(2)])
+    for dropped in (3, 4):
+        got = await store.dequeue_rollout()
+        assert got is not None
+        await store.update_attempt(
+            got.rollout_id, got.attempt.attempt_id, status=AttemptStatus.SUCCEEDED, metadata={"spans_dropped": dropped}
+        )
+    assert (await store.statistics()).spans_dropped == 7
