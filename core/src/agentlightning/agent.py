@@ -35,6 +35,11 @@ class LitAgent:
         """Whether :meth:`rollout` is a coroutine function (then a runner runs many at once)."""
         return inspect.iscoroutinefunction(self.rollout)
 
+    @property
+    def uses_resources(self) -> bool:
+        """Whether :meth:`rollout` looks at its resources; if not, runners save fetching them for each rollout."""
+        return True
+
 
 def _pick(resources: Resources, kind: type[Resource], wanted: str) -> Resource:
     matching = {name: value for name, value in resources.resources.items() if isinstance(value, kind)}
@@ -68,7 +73,7 @@ class FunctionAgent(LitAgent):
         self.fn = fn
         self.name = getattr(fn, "__name__", "agent")
         parameters = list(inspect.signature(fn).parameters.values())
-        if not parameters:
+        if not parameters or parameters[0].kind == inspect.Parameter.KEYWORD_ONLY:
             raise TypeError(f"@agl.rollout function {self.name}() must take the task as its first argument.")
         unknown = [p.name for p in parameters[1:] if p.name not in _INJECTED]
         if unknown:
@@ -84,6 +89,10 @@ class FunctionAgent(LitAgent):
     def is_async(self) -> bool:
         return self._async
 
+    @property
+    def uses_resources(self) -> bool:
+        return any(name in ("llm", "prompt_template", "resources") for name in self._injected)
+
     def rollout(
         self, task: Any, resources: Resources, rollout: AttemptedRollout
     ) -> AgentResult | Awaitable[AgentResult]:
@@ -93,6 +102,29 @@ class FunctionAgent(LitAgent):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function directly, e.g. in a unit test of the agent."""
         return self.fn(*args, **kwargs)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # At module level the decorated name holds this agent, not the function, so pickle (which finds
+        # functions by name) cannot pickle the function: send a reference to the agent instead, which the
+        # receiving process (a runner process of Trainer(processes=True)) imports.
+        module, qualname = getattr(self.fn, "__module__", None), getattr(self.fn, "__qualname__", "")
+        try:
+            module_level = module is not None and _import_agent(module, qualname) is self
+        except (ImportError, AttributeError):
+            module_level = False
+        if module_level:
+            return _import_agent, (module, qualname)
+        return super().__reduce_ex__(protocol)
+
+
+def _import_agent(module: str, qualname: str) -> Any:
+    """The object named ``qualname`` in ``module`` (imported if need be)."""
+    import importlib
+
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
 
 
 def rollout(fn: Callable[..., Any]) -> FunctionAgent:

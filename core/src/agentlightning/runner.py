@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import os
 import socket
+import threading
 import time
 from typing import Any
 
@@ -33,6 +35,21 @@ class AgentTimedOut(TimeoutError):
 
 
 _EMPTY = Resources(resources_id="", version=0, created_time=0.0, resources={})
+_MAX_BURST = 32  # dequeues in flight at once
+
+
+def _timed_out(rollout: AttemptedRollout) -> AgentTimedOut:
+    timeout = rollout.config.timeout_seconds
+    return AgentTimedOut(f"The agent ran past the rollout's timeout of {timeout:g} s and was stopped.")
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the runner stopped waiting (timeout, cancel)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class Runner:
@@ -44,7 +61,9 @@ class Runner:
     ``succeeded``, ``failed`` or ``timeout``. Heartbeats keep every running attempt alive; an attempt
     the store gave up on (unresponsive, cancelled) has its agent cancelled.
 
-    ``max_concurrency`` rollouts run at once (default: 256 for async agents, 1 for sync ones).
+    ``max_concurrency`` rollouts run at once (default: 256 for async agents, 1 for sync ones, each in its
+    own thread). Every attempt gets a heartbeat each ``heartbeat_interval`` seconds, or more often where
+    its rollout's ``unresponsive_seconds`` needs it.
     """
 
     def __init__(
@@ -70,6 +89,10 @@ class Runner:
         self._own_tracer = tracer is None
         self._resources: dict[str, Resources] = {}
         self._running: dict[str, tuple[AttemptedRollout, asyncio.Task[None]]] = {}
+        self._agents: dict[str, asyncio.Future[Any]] = {}  # attempt id -> its agent call, while it runs
+        self._ended_by_store: dict[str, AttemptStatus] = {}  # attempt id -> how the store ended it under its agent
+        self._alive: dict[str, float] = {}  # attempt id -> when the store last heard of it (event loop clock)
+        self._next_heartbeat = 0.0
         self.completed = 0
 
     @property
@@ -88,26 +111,33 @@ class Runner:
         """
         stop = stop or asyncio.Event()
         slots = asyncio.Semaphore(self.max_concurrency)
-        heartbeats = asyncio.create_task(self._heartbeats())
+        loop = asyncio.get_running_loop()
+        heartbeat_due = asyncio.Event()
+        heartbeats = asyncio.create_task(self._heartbeats(heartbeat_due))
         started = 0
         idle_since = time.monotonic()
         delay = 0.01
+        # Dequeues sent at once. It grows while the queue has work and slots are free, so that one store
+        # round trip starts many rollouts: one at a time, the round trip would cap the rollouts per second.
+        burst = 1
         try:
             while not stop.is_set() and (max_rollouts is None or started < max_rollouts):
                 await slots.acquire()
+                taking = 1
+                while (
+                    taking < burst and not slots.locked() and (max_rollouts is None or started + taking < max_rollouts)
+                ):
+                    await slots.acquire()  # a free slot: returns at once
+                    taking += 1
                 if stop.is_set():
-                    slots.release()
-                    break
-                try:
-                    rollout = await self.store.dequeue_rollout(worker_id=self.worker_id)
-                except StoreError as exc:
-                    slots.release()
-                    log.warning("Runner %s could not dequeue (%s); retrying", self.worker_id, exc)
-                    rollout = None
-                else:
-                    if rollout is None:
+                    for _ in range(taking):
                         slots.release()
-                if rollout is None:
+                    break
+                got = [r for r in await asyncio.gather(*(self._dequeue() for _ in range(taking))) if r is not None]
+                for _ in range(taking - len(got)):
+                    slots.release()
+                if not got:
+                    burst = 1
                     if idle_timeout is not None and not self._running and time.monotonic() - idle_since > idle_timeout:
                         break
                     try:
@@ -116,11 +146,16 @@ class Runner:
                         pass
                     delay = min(delay * 2, self.poll_interval)
                     continue
+                burst = min(2 * burst, _MAX_BURST) if len(got) == taking else 1
                 delay = 0.01
                 idle_since = time.monotonic()
-                started += 1
-                task = asyncio.create_task(self._run_one(rollout, slots))
-                self._running[rollout.attempt.attempt_id] = (rollout, task)
+                for rollout in got:
+                    started += 1
+                    task = asyncio.create_task(self._run_one(rollout, slots))
+                    self._running[rollout.attempt.attempt_id] = (rollout, task)
+                    self._alive[rollout.attempt.attempt_id] = now = loop.time()  # the dequeue told the store
+                    if now + self._beat_every(rollout) < self._next_heartbeat:
+                        heartbeat_due.set()
             if self._running:
                 await asyncio.gather(*(task for _, task in list(self._running.values())), return_exceptions=True)
         finally:
@@ -135,6 +170,13 @@ class Runner:
             self._tracer.close()
             self._tracer = None
 
+    async def _dequeue(self) -> AttemptedRollout | None:
+        try:
+            return await self.store.dequeue_rollout(worker_id=self.worker_id)
+        except StoreError as exc:
+            log.warning("Runner %s could not dequeue (%s); retrying", self.worker_id, exc)
+            return None
+
     async def _resources_for(self, rollout: AttemptedRollout) -> Resources:
         if rollout.resources_id is None:
             latest = await self.store.get_latest_resources()
@@ -148,7 +190,28 @@ class Runner:
     async def _call_agent(self, rollout: AttemptedRollout, resources: Resources) -> Any:
         if self.agent.is_async:
             return await self.agent.rollout(rollout.input, resources, rollout)  # type: ignore[misc]
-        return await asyncio.to_thread(self.agent.rollout, rollout.input, resources, rollout)
+        # Each sync rollout gets a thread of its own: a pool would cap how many run at once (the default
+        # one at cpu_count + 4), and a hung agent, which nothing can stop, would keep a pool thread and
+        # hold up the process's exit.
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        context = contextvars.copy_context()  # what the agent records belongs to this rollout
+
+        def work() -> None:
+            result, error = None, None
+            try:
+                result = context.run(self.agent.rollout, rollout.input, resources, rollout)
+            except Exception as exc:
+                error = exc
+            except BaseException as exc:  # SystemExit and the like end this agent, not the runner
+                error = RuntimeError(f"The agent raised {type(exc).__name__}: {exc}")
+            try:
+                loop.call_soon_threadsafe(_settle, done, result, error)
+            except RuntimeError:  # the runner's event loop is gone
+                pass
+
+        threading.Thread(target=work, name=f"agentlightning-agent-{rollout.rollout_id}", daemon=True).start()
+        return await done
 
     async def _run_one(self, rollout: AttemptedRollout, slots: asyncio.Semaphore) -> None:
         rid, aid = rollout.rollout_id, rollout.attempt.attempt_id
@@ -156,15 +219,16 @@ class Runner:
         try:
             async with self.tracer.trace(rid, aid, f"agentlightning.rollout {self.agent.name}"):
                 try:
-                    resources = await self._resources_for(rollout)
+                    resources = await self._resources_for(rollout) if self.agent.uses_resources else _EMPTY
                     await self.store.update_attempt(rid, aid, status=AttemptStatus.RUNNING)
                     timeout = rollout.config.timeout_seconds
+                    agent = self._agents[aid] = asyncio.ensure_future(self._call_agent(rollout, resources))
                     try:
-                        result = await asyncio.wait_for(self._call_agent(rollout, resources), timeout)
+                        result = await asyncio.wait_for(agent, timeout)
                     except TimeoutError:
-                        raise AgentTimedOut(
-                            f"The agent ran past the rollout's timeout of {timeout:g} s and was stopped."
-                        ) from None
+                        if not agent.cancelled():  # the agent's own TimeoutError, not the rollout's timeout
+                            raise
+                        raise _timed_out(rollout) from None
                     if isinstance(result, bool) or not (result is None or isinstance(result, (int, float))):
                         raise AgentReturnedGarbage(
                             f"The agent returned {result!r} ({type(result).__name__}); return a float reward or None."
@@ -175,10 +239,14 @@ class Runner:
                         emit_reward(float(result))
                     status = AttemptStatus.SUCCEEDED
                 except asyncio.CancelledError:
-                    emit_exception(
-                        asyncio.CancelledError("The attempt was cancelled (the store ended it or the runner stopped).")
-                    )
-                    status = AttemptStatus.CANCELLED
+                    ended = self._ended_by_store.get(aid)
+                    if ended == AttemptStatus.TIMEOUT:  # the store's clock for the timeout ran out first
+                        emit_exception(_timed_out(rollout))
+                        status = AttemptStatus.TIMEOUT
+                    else:
+                        why = "the runner stopped" if ended is None else f"the store ended it as {ended.value!r}"
+                        emit_exception(asyncio.CancelledError(f"The attempt was cancelled ({why})."))
+                        status = AttemptStatus.CANCELLED
                 except AgentTimedOut as exc:
                     emit_exception(exc)
                     status = AttemptStatus.TIMEOUT
@@ -191,6 +259,9 @@ class Runner:
             log.exception("Runner %s could not report rollout %s", self.worker_id, rid)
         finally:
             self._running.pop(aid, None)
+            self._agents.pop(aid, None)
+            self._ended_by_store.pop(aid, None)
+            self._alive.pop(aid, None)
             slots.release()
 
     async def _finish(self, rollout: AttemptedRollout, status: AttemptStatus) -> None:
@@ -205,20 +276,45 @@ class Runner:
             log.warning("Rollout %s attempt %s was already ended by the store: %s", rid, aid, exc)
         self.completed += 1
 
-    async def _heartbeats(self) -> None:
+    def _beat_every(self, rollout: AttemptedRollout) -> float:
+        """Seconds between an attempt's heartbeats: ``heartbeat_interval``, or less if its rollout needs it."""
+        window = rollout.config.unresponsive_seconds
+        return self.heartbeat_interval if window is None else min(self.heartbeat_interval, window / 3)
+
+    async def _heartbeats(self, due: asyncio.Event) -> None:
+        """Send each running attempt's heartbeats when they are due; ``due`` wakes it for a new attempt."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
-            for rollout, task in list(self._running.values()):
-                try:
-                    attempt = await self.store.heartbeat(rollout.rollout_id, rollout.attempt.attempt_id)
-                except StoreError as exc:
-                    log.warning("Heartbeat for rollout %s failed: %s", rollout.rollout_id, exc)
-                    continue
-                if attempt.is_finished and not task.done():
-                    log.warning(
-                        "The store ended rollout %s attempt %s as %s; cancelling its agent.",
-                        rollout.rollout_id,
-                        attempt.attempt_id,
-                        attempt.status.value,
-                    )
-                    task.cancel()
+            now = loop.time()
+            beating: list[AttemptedRollout] = []
+            self._next_heartbeat = now + self.heartbeat_interval
+            for aid, (rollout, _) in list(self._running.items()):
+                every = self._beat_every(rollout)
+                at = self._alive.get(aid, now) + every
+                if at - every / 2 <= now:  # due, or soon: beat now, sharing this wake-up with the others
+                    beating.append(rollout)
+                    self._alive[aid] = now
+                    at = now + every
+                self._next_heartbeat = min(self._next_heartbeat, at)
+            due.clear()
+            if beating:
+                await asyncio.gather(*(self._heartbeat(rollout) for rollout in beating))
+            try:
+                await asyncio.wait_for(due.wait(), max(0.0, self._next_heartbeat - loop.time()))
+            except TimeoutError:
+                pass
+
+    async def _heartbeat(self, rollout: AttemptedRollout) -> None:
+        rid, aid = rollout.rollout_id, rollout.attempt.attempt_id
+        try:
+            attempt = await self.store.heartbeat(rid, aid)
+        except StoreError as exc:
+            log.warning("Heartbeat for rollout %s failed: %s", rid, exc)
+            return
+        agent = self._agents.get(aid)
+        if attempt.is_finished and agent is not None and not agent.done():
+            log.warning(
+                "The store ended rollout %s attempt %s as %s; cancelling its agent.", rid, aid, attempt.status.value
+            )
+            self._ended_by_store[aid] = attempt.status
+            agent.cancel()

@@ -21,7 +21,8 @@ def load_agent(spec: str) -> Any:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise AgentLightningError(f"--agent must look like module:attribute (e.g. my_agents:solver), not {spec!r}")
-    sys.path.insert(0, str(Path.cwd()))
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

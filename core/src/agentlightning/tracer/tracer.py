@@ -170,6 +170,7 @@ class _StoreSpanProcessor:
 
 
 _PROCESSOR: _StoreSpanProcessor | None = None
+_TRACER: OtelTracer | None = None
 _PROCESSOR_LOCK = threading.Lock()
 
 
@@ -179,7 +180,9 @@ def otel_tracer() -> OtelTracer:
     Installs the project's span processor on the global tracer provider (creating an SDK provider
     if the application has none), so spans of any OpenTelemetry instrumentation land there too.
     """
-    global _PROCESSOR
+    global _PROCESSOR, _TRACER
+    if _TRACER is not None:
+        return _TRACER
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -196,7 +199,8 @@ def otel_tracer() -> OtelTracer:
                 )
             _PROCESSOR = _StoreSpanProcessor()
             provider.add_span_processor(_PROCESSOR)  # type: ignore[arg-type]
-    return trace.get_tracer("agentlightning")
+        _TRACER = trace.get_tracer("agentlightning")
+    return _TRACER
 
 
 class Tracer:
@@ -298,12 +302,14 @@ class Tracer:
     async def _write_some(self) -> None:
         batch: list[SpanRecord | _OtelRecord] = []
         markers: list[_FlushMarker] = []
+        # A marker promises only that what came before it is written, so it rides along with the batch:
+        # many rollouts finishing together cost one store write, not one each.
         while self._queue and len(batch) < self.batch_size:
             item = self._queue.popleft()
             if isinstance(item, _FlushMarker):
                 markers.append(item)
-                break  # everything before the marker is in this batch
-            batch.append(item)
+            else:
+                batch.append(item)
         spans: list[Span] = []
         for record in batch:
             try:
