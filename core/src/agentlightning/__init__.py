@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from agentlightning.adapter import ChatExample, TraceToMessages, TraceToTrajectory
     from agentlightning.agent import FunctionAgent, LitAgent, rollout
     from agentlightning.algorithm import Algorithm, AlgorithmContext, Baseline, BaselineResult
+    from agentlightning.gateway import Gateway
     from agentlightning.runner import AgentReturnedGarbage, AgentTimedOut, Runner
     from agentlightning.server import StoreServer
     from agentlightning.store.client import StoreClient
@@ -125,6 +126,8 @@ __all__ = [
     "reward_computation",
     "set_emitters_outside_rollout",
     "NoActiveRollout",
+    # LLM gateway
+    "Gateway",
     # adapters
     "TraceToTrajectory",
     "TraceToMessages",
@@ -156,6 +159,7 @@ __all__ = [
 # Loaded on first use, so `import agentlightning` stays fast (the tracer pulls in OpenTelemetry).
 _LAZY = {
     "StoreClient": "agentlightning.store.client",
+    "Gateway": "agentlightning.gateway",
     "StoreServer": "agentlightning.server.serve",
     "rollout": "agentlightning.agent",
     "LitAgent": "agentlightning.agent",

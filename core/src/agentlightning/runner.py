@@ -19,7 +19,7 @@ from agentlightning.errors import InvalidStatusTransition, StoreError
 from agentlightning.store.base import LightningStore
 from agentlightning.tracer.emit import emit_exception, emit_reward
 from agentlightning.tracer.tracer import Tracer
-from agentlightning.types import AttemptedRollout, AttemptStatus, Resources
+from agentlightning.types import LLM, AttemptedRollout, AttemptStatus, Resources
 
 __all__ = ["Runner", "AgentReturnedGarbage", "AgentTimedOut"]
 
@@ -50,6 +50,15 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def _attributed(resources: Resources, rollout: AttemptedRollout) -> Resources:
+    """The resources with every gateway LLM's URL naming this attempt, so the gateway records its calls here."""
+    if not any(isinstance(r, LLM) and r.gateway for r in resources.resources.values()):
+        return resources
+    rid, aid = rollout.rollout_id, rollout.attempt.attempt_id
+    attributed = {name: r.for_attempt(rid, aid) if isinstance(r, LLM) else r for name, r in resources.resources.items()}
+    return resources.model_copy(update={"resources": attributed})
 
 
 class Runner:
@@ -179,13 +188,14 @@ class Runner:
 
     async def _resources_for(self, rollout: AttemptedRollout) -> Resources:
         if rollout.resources_id is None:
-            latest = await self.store.get_latest_resources()
-            return latest or _EMPTY
-        cached = self._resources.get(rollout.resources_id)
-        if cached is None:
-            cached = await self.store.get_resources_by_id(rollout.resources_id)
-            self._resources[rollout.resources_id] = cached
-        return cached
+            resources = await self.store.get_latest_resources() or _EMPTY
+        else:
+            cached = self._resources.get(rollout.resources_id)
+            if cached is None:
+                cached = await self.store.get_resources_by_id(rollout.resources_id)
+                self._resources[rollout.resources_id] = cached
+            resources = cached
+        return _attributed(resources, rollout)
 
     async def _call_agent(self, rollout: AttemptedRollout, resources: Resources) -> Any:
         if self.agent.is_async:

@@ -13,7 +13,7 @@ import logging
 from pydantic import JsonValue
 
 from agentlightning import semconv
-from agentlightning.types import Span
+from agentlightning.types import Span, StatusCode
 
 __all__ = ["is_llm_call", "read_messages", "read_tools", "read_token_ids", "read_logprobs", "read_str"]
 
@@ -23,8 +23,12 @@ _LLM_OPERATIONS = frozenset({semconv.GEN_AI_OPERATION_CHAT, semconv.GEN_AI_OPERA
 
 
 def is_llm_call(span: Span) -> bool:
-    """Whether the span records one LLM call (``gen_ai.operation.name`` is ``chat`` or ``text_completion``)."""
-    return span.attributes.get(semconv.GEN_AI_OPERATION_NAME) in _LLM_OPERATIONS
+    """Whether the span records one answered LLM call (``gen_ai.operation.name`` is ``chat`` or
+    ``text_completion``, and it did not fail: a failed call produced no tokens to learn from)."""
+    return (
+        span.attributes.get(semconv.GEN_AI_OPERATION_NAME) in _LLM_OPERATIONS
+        and span.status.status_code != StatusCode.ERROR
+    )
 
 
 def read_messages(span: Span, key: str) -> list[JsonValue]:

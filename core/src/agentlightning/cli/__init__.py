@@ -25,7 +25,7 @@ def _store_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``agl``."""
-    from agentlightning.cli import runner, runs, store
+    from agentlightning.cli import gateway, runner, runs, store
 
     parser = argparse.ArgumentParser(prog="agl", description="Agent Lightning: train the LLMs inside your agents.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,6 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-body-mb", type=float, default=64, help="largest request body in MiB (default: %(default)s)"
     )
     serve.set_defaults(handler=store.serve)
+
+    gateway_parser = commands.add_parser("gateway", help="record every LLM call of the agents, with token ids")
+    _store_arguments(gateway_parser)
+    gateway_parser.add_argument(
+        "--upstream", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"
+    )
+    gateway_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    gateway_parser.add_argument("--port", type=int, default=4748, help="port (default: %(default)s)")
+    gateway_parser.add_argument("--upstream-api-key", default=None, help="API key sent to the upstream")
+    gateway_parser.add_argument(
+        "--no-token-ids", action="store_true", help="do not ask the upstream for token ids (hosted APIs reject it)"
+    )
+    gateway_parser.set_defaults(handler=gateway.serve)
 
     runner_parser = commands.add_parser("runner", help="run an agent's rollouts from a store")
     _store_arguments(runner_parser)

@@ -13,7 +13,7 @@ from agentlightning.errors import StoreError
 from agentlightning.server.app import DEFAULT_MAX_BODY_BYTES, create_app
 from agentlightning.store.base import LightningStore
 
-__all__ = ["StoreServer", "is_loopback"]
+__all__ = ["HttpServer", "StoreServer", "is_loopback"]
 
 log = logging.getLogger("agentlightning.server")
 
@@ -39,32 +39,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class StoreServer:
-    """Serves a store over HTTP. Binds to loopback unless given a token.
-
-    ``port=0`` picks a free port; :attr:`url` tells which once started. Use as a context manager,
-    or call :meth:`start` / :meth:`stop` (background thread), or :meth:`serve_forever` (foreground).
+class HttpServer:
+    """Serves an ASGI app with uvicorn: in a background thread (:meth:`start` / :meth:`stop`, or as a
+    context manager) or in the foreground (:meth:`serve_forever`). ``port=0`` picks a free port;
+    :attr:`url` tells which once started.
     """
 
-    def __init__(
-        self,
-        store: LightningStore,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 4747,
-        token: str | None = None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    ) -> None:
-        if not is_loopback(host) and not token:
-            raise StoreError(
-                f"Refusing to serve the store on {host!r} without a token: anyone who can reach it could read and "
-                "change every run. Pass --token (or AGL_STORE_TOKEN), or bind to 127.0.0.1."
-            )
-        self.store = store
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.port = port
-        self.token = token
-        self._app = create_app(store, token=token, max_body_bytes=max_body_bytes)
+        self._app = app
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -94,7 +78,7 @@ class StoreServer:
             self._app,
             log_level="warning",
             access_log=False,
-            lifespan="off",
+            lifespan="auto",
             timeout_keep_alive=120,
             # Long waits (POST /rollouts/wait) must not hold a shutdown for minutes.
             timeout_graceful_shutdown=3,
@@ -102,7 +86,7 @@ class StoreServer:
         )
         return uvicorn.Server(config)
 
-    def start(self) -> StoreServer:
+    def start(self) -> HttpServer:
         """Start serving in a background thread; returns once the server accepts connections."""
         sock = self._bind()
         self._server = self._make_server()
@@ -125,7 +109,7 @@ class StoreServer:
         self._thread.start()
         started.wait()
         if not self._server.started:
-            raise StoreError(f"The store server did not start on {self.url}; see the log above.")
+            raise StoreError(f"The server did not start on {self.url}; see the log above.")
         return self
 
     def stop(self) -> None:
@@ -135,7 +119,7 @@ class StoreServer:
         if self._thread is not None:
             self._thread.join(timeout=30)
             if self._thread.is_alive():
-                raise StoreError(f"The store server at {self.url} did not stop within 30 s.")
+                raise StoreError(f"The server at {self.url} did not stop within 30 s.")
         self._thread = None
 
     def serve_forever(self) -> None:
@@ -144,8 +128,38 @@ class StoreServer:
         self._server = self._make_server()
         _run(self._server.serve(sockets=[sock]))
 
-    def __enter__(self) -> StoreServer:
+    def __enter__(self) -> HttpServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class StoreServer(HttpServer):
+    """Serves a store over HTTP (REST and OTLP). Binds to loopback unless given a token."""
+
+    def __init__(
+        self,
+        store: LightningStore,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4747,
+        token: str | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
+        if not is_loopback(host) and not token:
+            raise StoreError(
+                f"Refusing to serve the store on {host!r} without a token: anyone who can reach it could read and "
+                "change every run. Pass --token (or AGL_STORE_TOKEN), or bind to 127.0.0.1."
+            )
+        super().__init__(create_app(store, token=token, max_body_bytes=max_body_bytes), host=host, port=port)
+        self.store = store
+        self.token = token
+
+    def start(self) -> StoreServer:
+        """Start serving in a background thread; returns once the server accepts connections."""
+        super().start()
+        return self
+
+    def __enter__(self) -> StoreServer:
+        return self.start()

@@ -61,6 +61,7 @@ class SpanRecord:
     status: StatusCode = StatusCode.UNSET
     description: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    kind: SpanKind = SpanKind.INTERNAL
 
 
 @dataclass(slots=True)
@@ -133,6 +134,7 @@ def _from_record(record: SpanRecord) -> Span:
         span_id=record.span_id,
         parent_id=record.parent_id,
         name=record.name,
+        kind=record.kind,
         start_time=record.start_time,
         end_time=record.end_time,
         attributes=record.attributes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag
 
@@ -28,6 +29,36 @@ class LLM(Resource):
     sampling_parameters: dict[str, JsonValue] = Field(
         default_factory=dict, description="Passed with every request, e.g. temperature, top_p, max_tokens."
     )
+    gateway: bool = Field(
+        default=False,
+        description="base_url is an Agent Lightning gateway: runners hand each rollout a URL naming it, "
+        "so every call is recorded under that rollout.",
+    )
+
+    def for_attempt(self, rollout_id: str, attempt_id: str, agent: str | None = None) -> LLM:
+        """This LLM with a gateway URL that attributes calls to the attempt (and agent); unchanged if not a gateway."""
+        if not self.gateway:
+            return self
+        root, version = _split_version(self.base_url)
+        path = f"/rollouts/{quote(rollout_id, safe='')}/attempts/{quote(attempt_id, safe='')}"
+        if agent is not None:
+            path += f"/agents/{quote(agent, safe='')}"
+        return self.model_copy(update={"base_url": root + path + version})
+
+    def for_agent(self, agent: str) -> LLM:
+        """This LLM with calls attributed to ``agent`` (inside a rollout: appends ``/agents/<name>`` to a gateway URL)."""
+        if not self.gateway:
+            return self
+        root, version = _split_version(self.base_url)
+        if "/agents/" in root:
+            root = root[: root.index("/agents/")]
+        return self.model_copy(update={"base_url": f"{root}/agents/{quote(agent, safe='')}{version}"})
+
+
+def _split_version(base_url: str) -> tuple[str, str]:
+    """``http://h:p/v1`` → (``http://h:p``, ``/v1``): gateway paths go between the two."""
+    base = base_url.rstrip("/")
+    return (base[: -len("/v1")], "/v1") if base.endswith("/v1") else (base, "")
 
 
 class PromptTemplate(Resource):

@@ -1,0 +1,256 @@
+"""The LLM gateway: OpenAI clients call through it unchanged, and every call lands in its rollout with token ids."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai_upstream import create_upstream, detokenize
+
+import agentlightning as agl
+from agentlightning import semconv
+from agentlightning.server.serve import HttpServer
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    server = HttpServer(create_upstream(), port=0).start()
+    yield server.url + "/v1"
+    server.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[agl.SqliteStore]:
+    store = agl.SqliteStore(tmp_path / "runs.db")
+    yield store
+    asyncio.run(store.close())
+
+
+@pytest.fixture
+def gateway(upstream: str, store: agl.SqliteStore) -> Iterator[agl.Gateway]:
+    with agl.Gateway(upstream, store) as gateway:
+        yield gateway
+
+
+def llm_spans(spans: list[agl.Span]) -> list[agl.Span]:
+    return [s for s in spans if s.attributes.get(semconv.GEN_AI_OPERATION_NAME) == "chat"]
+
+
+def received(spans: list[agl.Span]) -> list[Any]:
+    return [json.loads(str(s.attributes[semconv.AGL_OBJECT_JSON])) for s in spans if s.name == semconv.SPAN_OBJECT]
+
+
+@agl.rollout
+def sync_agent(task: dict[str, Any], llm: agl.LLM) -> float:
+    client = openai.OpenAI(base_url=llm.base_url, api_key="unused")
+    if task.get("stream"):
+        stream = client.chat.completions.create(
+            model=llm.model, messages=[{"role": "user", "content": task["q"]}], stream=True
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    else:
+        response = client.chat.completions.create(model=llm.model, messages=[{"role": "user", "content": task["q"]}])
+        text = response.choices[0].message.content or ""
+    agl.emit_object({"text": text})
+    return 1.0
+
+
+@agl.rollout
+async def async_agent(task: dict[str, Any], llm: agl.LLM) -> float:
+    client = openai.AsyncOpenAI(base_url=llm.for_agent("solver").base_url, api_key="unused")
+    messages: list[Any] = [{"role": "user", "content": task["q"]}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    if task.get("stream"):
+        stream = await client.chat.completions.create(model=llm.model, messages=messages, stream=True)
+        text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+        agl.emit_object({"text": text})
+        return 1.0
+    response = await client.chat.completions.create(model=llm.model, messages=messages, tools=tools)
+    message = response.choices[0].message
+    if message.tool_calls:  # the upstream asks for the tool: answer it and ask again
+        agl.emit_object({"text": message.content or "", "tool": message.tool_calls[0].function.name})
+        messages += [
+            message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "sunny"},
+        ]
+        response = await client.chat.completions.create(model=llm.model, messages=messages, tools=tools)
+    agl.emit_object({"text": response.choices[0].message.content or ""})
+    return 1.0
+
+
+@pytest.mark.parametrize("agent", [sync_agent, async_agent], ids=["sync", "async"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_agent_calls_are_recorded_with_token_ids_that_decode_to_what_it_received(
+    gateway: agl.Gateway, store: agl.SqliteStore, agent: agl.LitAgent, stream: bool
+) -> None:
+    trainer = agl.Trainer(store=store, initial_resources={"llm": gateway.llm("echo")})
+    result = trainer.dev(
+        agent, [{"q": "what is 2 + 2?", "stream": stream}, {"q": "and the weather?", "stream": stream}]
+    )
+    assert result.succeeded == 2
+    for rollout, _ in result.rollouts:
+        spans = asyncio.run(store.query_spans(rollout.rollout_id))
+        calls = llm_spans(spans)
+        texts = [r["text"] for r in received(spans)]
+        assert len(calls) == len(texts) >= 1
+        for call, text in zip(calls, texts, strict=True):
+            ids = call.attributes[semconv.AGL_COMPLETION_TOKEN_IDS]
+            assert isinstance(ids, list)
+            if call.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ["tool_calls"]:
+                assert "get_weather" in detokenize(ids)  # type: ignore[arg-type]
+            else:
+                assert detokenize(ids) == text  # type: ignore[arg-type]
+            assert call.attributes[semconv.AGL_PROMPT_TOKEN_IDS]
+            logprobs = call.attributes[semconv.AGL_COMPLETION_LOGPROBS]
+            assert isinstance(logprobs, list) and len(logprobs) == len(ids)
+            assert call.kind == agl.SpanKind.CLIENT and call.attributes[semconv.GEN_AI_REQUEST_MODEL] == "echo"
+        if agent is async_agent:
+            assert all(c.attributes[semconv.GEN_AI_AGENT_NAME] == "solver" for c in calls)
+
+
+def test_tool_calls_round_trip_and_are_recorded(gateway: agl.Gateway, store: agl.SqliteStore) -> None:
+    trainer = agl.Trainer(store=store, initial_resources={"llm": gateway.llm("echo")})
+    result = trainer.dev(async_agent, [{"q": "what is the weather in Paris?"}])
+    ((rollout, _),) = result.rollouts
+    spans = asyncio.run(store.query_spans(rollout.rollout_id))
+    first, second = llm_spans(spans)
+    output = json.loads(str(first.attributes[semconv.GEN_AI_OUTPUT_MESSAGES]))
+    assert output[0]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert first.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ["tool_calls"]
+    assert "get_weather" in str(first.attributes[semconv.GEN_AI_TOOL_DEFINITIONS])
+    assert json.loads(str(second.attributes[semconv.GEN_AI_INPUT_MESSAGES]))[-1] == {
+        "role": "tool",
+        "tool_call_id": "call_1",
+        "content": "sunny",
+    }
+    trajectory = agl.TraceToTrajectory().adapt(spans)
+    assert [t.agent_name for t in trajectory.transitions] == ["solver", "solver"] and trajectory.final_reward == 1.0
+
+
+def test_32_concurrent_rollouts_are_each_attributed_to_their_own(gateway: agl.Gateway, store: agl.SqliteStore) -> None:
+    @agl.rollout
+    async def agent(task: dict[str, Any], llm: agl.LLM) -> float:
+        client = openai.AsyncOpenAI(base_url=llm.base_url, api_key="unused")
+        await asyncio.sleep(0.05)  # overlap the rollouts
+        response = await client.chat.completions.create(
+            model=llm.model, messages=[{"role": "user", "content": task["q"]}]
+        )
+        return 1.0 if response.choices[0].message.content == f"echo: {task['q']}" else 0.0
+
+    trainer = agl.Trainer(store=store, initial_resources={"llm": gateway.llm("echo")}, max_concurrency=32)
+    result = trainer.dev(agent, [{"q": f"task number {i}"} for i in range(32)])
+    assert result.mean_reward == 1.0
+    for rollout, _ in result.rollouts:
+        (call,) = llm_spans(asyncio.run(store.query_spans(rollout.rollout_id)))
+        assert json.loads(str(call.attributes[semconv.GEN_AI_INPUT_MESSAGES]))[0]["content"] == rollout.input["q"]  # type: ignore[index]
+
+
+def _attempt(store: agl.SqliteStore) -> agl.AttemptedRollout:
+    return asyncio.run(store.start_rollout(agl.RolloutRequest(input="x")))
+
+
+def _spans_after(gateway: agl.Gateway, store: agl.SqliteStore, rollout: agl.AttemptedRollout) -> list[agl.Span]:
+    """The rollout's spans: the gateway stored each call before answering it."""
+    return asyncio.run(store.query_spans(rollout.rollout_id))
+
+
+def test_headers_attribute_calls_and_traceparent_joins_the_callers_trace(
+    gateway: agl.Gateway, store: agl.SqliteStore
+) -> None:
+    rollout = _attempt(store)
+    traceparent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    response = httpx.post(
+        gateway.url + "/chat/completions",
+        json={"model": "echo", "messages": [{"role": "user", "content": "hi"}], "logprobs": True},
+        headers={
+            "x-agentlightning-rollout-id": rollout.rollout_id,
+            "x-agentlightning-attempt-id": rollout.attempt.attempt_id,
+            "x-agentlightning-agent": "planner",
+            "traceparent": traceparent,
+        },
+    )
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["logprobs"]["content"]  # asked for: passed through
+    (call,) = llm_spans(_spans_after(gateway, store, rollout))
+    assert (call.trace_id, call.parent_id) == ("ab" * 16, "cd" * 8)
+    assert call.attributes[semconv.AGL_CALLER_TRACEPARENT] == traceparent
+    assert call.attributes[semconv.GEN_AI_AGENT_NAME] == "planner"
+
+
+def test_logprobs_the_client_did_not_ask_for_are_not_sent_back(gateway: agl.Gateway, store: agl.SqliteStore) -> None:
+    rollout = _attempt(store)
+    url = (
+        agl.LLM(base_url=gateway.url, model="echo", gateway=True)
+        .for_attempt(rollout.rollout_id, rollout.attempt.attempt_id)
+        .base_url
+    )
+    response = httpx.post(
+        url + "/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert response.status_code == 200 and response.json()["choices"][0]["logprobs"] is None
+    (call,) = llm_spans(_spans_after(gateway, store, rollout))
+    assert len(call.attributes[semconv.AGL_COMPLETION_LOGPROBS]) == len("echo: hi")  # type: ignore[arg-type]
+
+
+def test_bad_requests_get_openai_shaped_errors_and_are_recorded(
+    upstream: str, gateway: agl.Gateway, store: agl.SqliteStore
+) -> None:
+    rollout = _attempt(store)
+    url = gateway.llm("echo").for_attempt(rollout.rollout_id, rollout.attempt.attempt_id).base_url
+
+    malformed = httpx.post(
+        url + "/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert malformed.status_code == 400 and malformed.json()["error"]["code"] == "invalid_json"
+
+    failing = httpx.post(url + "/chat/completions", json={"model": "fail", "messages": []})
+    assert failing.status_code == 500 and failing.json()["error"]["message"] == "the model crashed"
+
+    unknown = httpx.post(
+        gateway.llm("echo").for_attempt("ro-nope", "at-nope").base_url + "/chat/completions",
+        json={"model": "echo", "messages": []},
+    )
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "rollout_not_found"
+
+    # OpenAI clients parse the gateway's errors as their own.
+    half = {"x-agentlightning-rollout-id": rollout.rollout_id}
+    with openai.OpenAI(base_url=gateway.url, api_key="unused", default_headers=half) as client:
+        with pytest.raises(openai.BadRequestError, match="Name both the rollout and the attempt"):
+            client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+
+    errors = [
+        s for s in llm_spans(_spans_after(gateway, store, rollout)) if s.status.status_code == agl.StatusCode.ERROR
+    ]
+    assert {s.attributes[semconv.ERROR_TYPE] for s in errors} >= {"invalid_json", "500"}
+    assert gateway.statistics.unknown_rollout == 1
+
+
+def test_an_unreachable_upstream_is_a_502_recorded_in_the_rollout(store: agl.SqliteStore) -> None:
+    with agl.Gateway("http://127.0.0.1:9/v1", store) as gateway:
+        rollout = _attempt(store)
+        url = gateway.llm("echo").for_attempt(rollout.rollout_id, rollout.attempt.attempt_id).base_url
+        with (
+            openai.OpenAI(base_url=url, api_key="unused", max_retries=0) as client,
+            pytest.raises(openai.APIStatusError) as caught,
+        ):
+            client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+        assert caught.value.status_code == 502 and "could not reach its upstream" in str(caught.value)
+        (call,) = llm_spans(_spans_after(gateway, store, rollout))
+        assert (
+            call.status.status_code == agl.StatusCode.ERROR
+            and call.attributes[semconv.ERROR_TYPE] == "upstream_unreachable"
+        )
