@@ -505,3 +505,15 @@ def test_a_thousand_span_attempt_adapts_correctly() -> None:
     assert trajectory.final_reward == 1.0
     assert trajectory.agents == ["critic", "solver"]  # the orchestrator makes no call of its own
     assert len(TraceToMessages().adapt(spans)) == len(expected)
+
+
+def test_failed_calls_are_not_transitions_and_their_reward_goes_to_the_answered_call_before() -> None:
+    attempt = Attempt()
+    answered = attempt.call(0.0, 1.0)
+    failed = attempt.call(1.5, 2.0)
+    failed.status = agl.SpanStatus(status_code=agl.StatusCode.ERROR, description="upstream down")
+    attempt.reward(0.5, at=2.5)
+    attempt.reward(1.0, at=3.0)
+    trajectory = adapt(attempt.spans)
+    assert [t.span_id for t in trajectory.transitions] == [answered.span_id]
+    assert trajectory.transitions[0].reward == 0.5 and trajectory.final_reward == 1.0
