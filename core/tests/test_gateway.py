@@ -228,9 +228,9 @@ def test_bad_requests_get_openai_shaped_errors_and_are_recorded(
 
     # OpenAI clients parse the gateway's errors as their own.
     half = {"x-agentlightning-rollout-id": rollout.rollout_id}
-    with openai.OpenAI(base_url=gateway.url, api_key="unused", default_headers=half) as client:
-        with pytest.raises(openai.BadRequestError, match="Name both the rollout and the attempt"):
-            client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+    client = openai.OpenAI(base_url=gateway.url, api_key="unused", default_headers=half)
+    with client, pytest.raises(openai.BadRequestError, match="Name both the rollout and the attempt"):
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
 
     errors = [
         s for s in llm_spans(_spans_after(gateway, store, rollout)) if s.status.status_code == agl.StatusCode.ERROR
