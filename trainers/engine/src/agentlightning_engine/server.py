@@ -7,12 +7,9 @@ for a request that cannot be answered as asked, 401 without the API key, 404 for
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -23,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agentlightning.server.serve import is_loopback
+from agentlightning.server.serve import HttpServer, is_loopback
 from agentlightning_engine.errors import EngineError, InvalidRequest
 
 if TYPE_CHECKING:
@@ -132,18 +129,7 @@ async def _events(chunks: AsyncIterator[Any]) -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
-def _run(coro: Any) -> None:
-    """Run the server's event loop: uvloop where installed, else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(coro)
-
-
-class EngineServer:
+class EngineServer(HttpServer):
     """Serves an engine over HTTP: in a background thread (:meth:`start` / :meth:`stop`, or as a context manager)
     or in the foreground (:meth:`serve_forever`). ``port=0`` picks a free port; :attr:`url` is the OpenAI base URL.
     Binds to loopback unless given an API key."""
@@ -156,95 +142,20 @@ class EngineServer:
                 f"Refusing to serve the engine on {host!r} without an API key: anyone who can reach it could use it. "
                 "Pass --api-key (or AGL_ENGINE_API_KEY), or bind to 127.0.0.1."
             )
+        super().__init__(create_app(engine, api_key=api_key), host=host, port=port)
         self.engine = engine
-        self.host = host
-        self.port = port
-        self._app = create_app(engine, api_key=api_key)
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         """The OpenAI base URL, ``http://host:port/v1``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/v1"
-
-    def _bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError as exc:
-            sock.close()
-            raise EngineError(
-                f"Cannot listen on {self.host}:{self.port}: {exc.strerror}. Pick another --port."
-            ) from exc
-        sock.listen(2048)
-        self.port = sock.getsockname()[1]
-        return sock
-
-    def _make_server(self) -> Any:
-        import uvicorn
-
-        config = uvicorn.Config(
-            self._app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_keep_alive=120,
-            timeout_graceful_shutdown=3,
-            backlog=2048,
-        )
-        return uvicorn.Server(config)
+        return super().url + "/v1"
 
     def start(self) -> EngineServer:
         """Start serving in a background thread; returns once the server accepts connections (at once if it
         already does)."""
-        if self._thread is not None:
-            return self
-        sock = self._bind()
-        self._server = self._make_server()
-        started = threading.Event()
-
-        def run() -> None:
-            async def main() -> None:
-                serve = asyncio.ensure_future(self._server.serve(sockets=[sock]))
-                while not self._server.started and not serve.done():  # noqa: ASYNC110 (uvicorn has no started event)
-                    await asyncio.sleep(0.01)
-                started.set()
-                await serve
-
-            try:
-                _run(main())
-            finally:
-                started.set()
-
-        self._thread = threading.Thread(target=run, name="agentlightning-engine-server", daemon=True)
-        self._thread.start()
-        started.wait()
-        if not self._server.started:
-            raise EngineError(f"The engine server did not start on {self.url}; see the log above.")
+        if self._thread is None:
+            super().start()
         return self
-
-    def stop(self) -> None:
-        """Stop serving and wait for the thread to end (the engine itself stays loaded)."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            if self._thread.is_alive():
-                raise EngineError(f"The engine server at {self.url} did not stop within 30 s.")
-        self._thread = None
-
-    def serve_forever(self) -> None:
-        """Serve in the foreground until interrupted (Ctrl-C or SIGTERM)."""
-        sock = self._bind()
-        self._server = self._make_server()
-        _run(self._server.serve(sockets=[sock]))
 
     def __enter__(self) -> EngineServer:
         return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
