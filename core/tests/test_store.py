@@ -289,6 +289,21 @@ async def test_spans_of_each_attempt_and_of_the_latest(store: agl.LightningStore
     assert [s.name for s in await store.query_spans(first.rollout_id, first.attempt.attempt_id)] == ["a1"]
 
 
+async def test_submitted_spans_are_seen_by_every_later_operation(store: agl.LightningStore) -> None:
+    """What the gateway relies on: once ``submit_spans`` returns, a rollout finished next holds the spans."""
+    await store.enqueue_rollout("x")
+    got = await store.dequeue_rollout()
+    assert got is not None
+    rid, aid = got.rollout_id, got.attempt.attempt_id
+    written = await store.submit_spans([make_span(rid, aid, f"call{i}") for i in range(3)])
+    await store.update_attempt(rid, aid, status=AttemptStatus.SUCCEEDED)
+    assert [s.name for s in await store.query_spans(rid)] == ["call0", "call1", "call2"]
+    assert [s.sequence_id for s in await written] == [1, 2, 3]
+    refused = await store.submit_spans([make_span(rid, "at-missing")])
+    with pytest.raises(agl.AttemptNotFound):
+        await refused
+
+
 async def test_a_batch_with_a_bad_span_writes_nothing(store: agl.LightningStore) -> None:
     await store.enqueue_rollout("x")
     got = await store.dequeue_rollout()

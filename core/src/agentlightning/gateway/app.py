@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -14,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
+from pydantic_core import from_json, to_json
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -68,7 +68,7 @@ class GatewayStatistics:
 def openai_error(status: int, message: str, kind: str, code: str | None = None, param: str | None = None) -> Response:
     """An error in the shape OpenAI clients parse."""
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return Response(json.dumps(body), status_code=status, media_type="application/json")
+    return Response(to_json(body), status_code=status, media_type="application/json")
 
 
 @dataclass
@@ -92,7 +92,7 @@ class _Proxy:
         self.upstream = config.upstream.rstrip("/")
         self.stats = GatewayStatistics()
         self._known_attempts: set[tuple[str, str]] = set()
-        self._pending: set[asyncio.Future[None]] = set()
+        self._pending: set[asyncio.Future[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -103,6 +103,7 @@ class _Proxy:
         return self._session
 
     async def close(self) -> None:
+        await self.flush()
         if self._session is not None:
             await self._session.close()
 
@@ -129,10 +130,12 @@ class _Proxy:
         return False
 
     async def _record(self, call: _Call, status: StatusCode = StatusCode.UNSET, error: str | None = None) -> None:
-        """Store the call's span before the agent gets its answer, so a finished rollout holds all its calls.
+        """Hand the call's span to the store before the agent gets its answer.
 
-        Written straight from the request (concurrent calls share the store's group commit); a span the store
-        refuses is logged and counted, and the agent still gets its answer.
+        Returns once the write is ordered before anything later on the store (``submit_spans``), so a
+        finished rollout holds all its calls; the SQLite stores queue it and commit it right after, with
+        concurrent calls sharing one commit. A span the store refuses is logged and counted, and the agent
+        still gets its answer.
         """
         if call.rollout_id is None or call.attempt_id is None:
             return
@@ -143,32 +146,51 @@ class _Proxy:
         if call.traceparent:
             attributes[semconv.AGL_CALLER_TRACEPARENT] = call.traceparent
         model = call.body.get("model") if isinstance(call.body.get("model"), str) else "unknown"
+        # Built here from values already checked by type (record.py), so it skips re-validation.
+        span = Span.model_construct(
+            sequence_id=None,
+            links=[],
+            events=[],
+            resource={},
+            rollout_id=call.rollout_id,
+            attempt_id=call.attempt_id,
+            name=f"{call.operation} {model}",
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            start_time=call.start,
+            end_time=time.time(),
+            trace_id=parent[0] if parent else f"{random.getrandbits(128):032x}",
+            span_id=f"{random.getrandbits(64):016x}",
+            parent_id=parent[1] if parent else None,
+            status=SpanStatus(status_code=status, description=error),
+        )
         try:
-            # Built here from values already checked by type (record.py), so it skips re-validation.
-            span = Span.model_construct(
-                sequence_id=None,
-                links=[],
-                events=[],
-                resource={},
-                rollout_id=call.rollout_id,
-                attempt_id=call.attempt_id,
-                name=f"{call.operation} {model}",
-                kind=SpanKind.CLIENT,
-                attributes=attributes,
-                start_time=call.start,
-                end_time=time.time(),
-                trace_id=parent[0] if parent else f"{random.getrandbits(128):032x}",
-                span_id=f"{random.getrandbits(64):016x}",
-                parent_id=parent[1] if parent else None,
-                status=SpanStatus(status_code=status, description=error),
-            )
-            await self.store.add_many_spans([span])
-            self.stats.recorded += 1
+            written = await self.store.submit_spans([span])
         except (StoreError, ValueError) as exc:
-            self.stats.dropped += 1
-            log.error(
-                "Could not record the LLM call of rollout %s attempt %s: %s", call.rollout_id, call.attempt_id, exc
-            )
+            self._dropped(call, exc)
+            return
+        self._pending.add(written)
+        written.add_done_callback(lambda future: self._written(call, future))
+
+    def _written(self, call: _Call, future: asyncio.Future[Any]) -> None:
+        self._pending.discard(future)
+        if future.cancelled():
+            self._dropped(call, "the write was cancelled")
+        elif (exc := future.exception()) is not None:
+            self._dropped(call, exc)
+        else:
+            self.stats.recorded += 1
+
+    def _dropped(self, call: _Call, reason: object) -> None:
+        self.stats.dropped += 1
+        log.error(
+            "Could not record the LLM call of rollout %s attempt %s: %s", call.rollout_id, call.attempt_id, reason
+        )
+
+    async def flush(self) -> None:
+        """Wait until every span handed to the store is written (or refused)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def _fail(
         self, call: _Call | None, status: int, message: str, kind: str, code: str | None = None
@@ -225,7 +247,7 @@ class _Proxy:
         call = _Call(operation, rollout_id, attempt_id, agent, request.headers.get("traceparent"), {})
         call.attributes = {semconv.GEN_AI_OPERATION_NAME: operation}
         try:
-            body = json.loads(raw)
+            body = from_json(raw)
         except ValueError as exc:
             return await self._fail(
                 call, 400, f"The request body is not valid JSON: {exc}", "invalid_request_error", "invalid_json"
@@ -248,7 +270,7 @@ class _Proxy:
         if body.get("stream"):
             return await self._stream(call, url, headers, upstream_body, wants_logprobs)
         try:
-            async with self.session().post(url, data=json.dumps(upstream_body), headers=headers) as upstream:
+            async with self.session().post(url, data=to_json(upstream_body), headers=headers) as upstream:
                 status, payload = upstream.status, await upstream.read()
         except TimeoutError:
             return await self._upstream_down(
@@ -262,17 +284,9 @@ class _Proxy:
                 call, 502, f"The gateway could not reach its upstream {self.upstream}: {exc}", "upstream_unreachable"
             )
         if status >= 400:
-            self.stats.upstream_errors += 1
-            message = _error_message(payload) or f"The upstream answered HTTP {status}."
-            call.attributes[semconv.ERROR_TYPE] = str(status)
-            call.attributes["http.response.status_code"] = status
-            await self._record(call, StatusCode.ERROR, message)
-            self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
-            if _error_message(payload) is None:
-                return openai_error(status, message, "upstream_error", "upstream_error")
-            return Response(payload, status_code=status, media_type="application/json")
+            return await self._upstream_error(call, status, payload)
         try:
-            response = json.loads(payload)
+            response = from_json(payload)
         except ValueError:
             return await self._upstream_down(
                 call,
@@ -287,8 +301,21 @@ class _Proxy:
             for choice in response.get("choices") or []:
                 if isinstance(choice, dict):
                     choice["logprobs"] = None
-            payload = json.dumps(response).encode()
+            payload = to_json(response)
         return Response(payload, media_type="application/json")
+
+    async def _upstream_error(self, call: _Call, status: int, payload: bytes) -> Response:
+        """The upstream answered an HTTP error: record it, and pass it on (OpenAI-shaped if it was not)."""
+        self.stats.upstream_errors += 1
+        self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+        upstream_message = _error_message(payload)
+        message = upstream_message or f"The upstream answered HTTP {status}."
+        call.attributes[semconv.ERROR_TYPE] = str(status)
+        call.attributes["http.response.status_code"] = status
+        await self._record(call, StatusCode.ERROR, message)
+        if upstream_message is None:
+            return openai_error(status, message, "upstream_error", "upstream_error")
+        return Response(payload, status_code=status, media_type="application/json")
 
     async def _upstream_down(self, call: _Call, status: int, message: str, code: str) -> Response:
         self.stats.upstream_errors += 1
@@ -298,7 +325,7 @@ class _Proxy:
         self, call: _Call, url: str, headers: dict[str, str], body: dict[str, Any], wants_logprobs: bool
     ) -> Response:
         try:
-            upstream = await self.session().post(url, data=json.dumps(body), headers=headers)
+            upstream = await self.session().post(url, data=to_json(body), headers=headers)
         except TimeoutError:
             return await self._upstream_down(
                 call,
@@ -313,11 +340,7 @@ class _Proxy:
         if upstream.status >= 400:
             payload = await upstream.read()
             upstream.release()
-            self.stats.upstream_errors += 1
-            message = _error_message(payload) or f"The upstream answered HTTP {upstream.status}."
-            call.attributes[semconv.ERROR_TYPE] = str(upstream.status)
-            await self._record(call, StatusCode.ERROR, message)
-            return Response(payload, status_code=upstream.status, media_type="application/json")
+            return await self._upstream_error(call, upstream.status, payload)
         assembler = StreamAssembler(call.operation)
         strip = self.config.request_token_ids and not wants_logprobs
 
@@ -370,7 +393,7 @@ def _relay_line(line: bytes, assembler: StreamAssembler, strip_logprobs: bool) -
     if data == b"[DONE]" or not data:
         return line
     try:
-        chunk = json.loads(data)
+        chunk = from_json(data)
     except ValueError:
         return line
     if isinstance(chunk, dict):
@@ -379,13 +402,13 @@ def _relay_line(line: bytes, assembler: StreamAssembler, strip_logprobs: bool) -
             for choice in chunk.get("choices") or []:
                 if isinstance(choice, dict):
                     choice["logprobs"] = None
-            return b"data: " + json.dumps(chunk).encode()
+            return b"data: " + to_json(chunk)
     return line
 
 
 def _error_message(payload: bytes) -> str | None:
     try:
-        error = json.loads(payload).get("error")
+        error = from_json(payload).get("error")
         message = error.get("message") if isinstance(error, dict) else error
         return str(message) if message else None
     except (ValueError, AttributeError):

@@ -91,12 +91,16 @@ class Database:
 
     async def run(self, fn: Callable[[Transaction], T]) -> T:
         """Run ``fn`` in the database thread, inside a transaction; return its result once committed."""
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[Transaction], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` (jobs run in the order queued) and return the future of its committed result."""
         if self._closed:
             raise StoreError("This store is closed; open a new one.")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Job(fn, loop, future))
-        return await future
+        return future
 
     def close(self) -> None:
         """Finish the work already submitted, then stop the thread and close the connection."""

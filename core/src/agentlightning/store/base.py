@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -167,6 +168,21 @@ class LightningStore(ABC):
         A span whose ``span_id`` the attempt already has is not stored twice, so a writer may
         safely resend a batch. Spans count as heartbeats and move a preparing attempt to running.
         """
+
+    async def submit_spans(self, spans: Sequence[Span]) -> asyncio.Future[list[Span]]:
+        """Start recording spans, and return as soon as the write is ordered before every later operation
+        on this store; the returned future then gives what :meth:`add_many_spans` gives, or its error.
+
+        The SQLite stores (one write queue each) return at once, so the gateway can answer an agent before
+        the commit and still guarantee that whatever the agent does next (finishing its attempt, reading
+        its spans) through the same store sees the spans. This default waits for the write itself.
+        """
+        future: asyncio.Future[list[Span]] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(await self.add_many_spans(spans))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
 
     @abstractmethod
     async def query_spans(self, rollout_id: str, attempt_id: str | Literal["latest"] | None = None) -> list[Span]:

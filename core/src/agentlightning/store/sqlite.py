@@ -8,7 +8,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -639,6 +639,14 @@ class SqliteStore(LightningStore):
     # --- spans -------------------------------------------------------------------------------
     async def add_many_spans(self, spans: Sequence[Span]) -> list[Span]:
         spans = list(spans)
+        return _numbered(spans, await self._db.run(self._add_spans_op(spans)))
+
+    async def submit_spans(self, spans: Sequence[Span]) -> asyncio.Future[list[Span]]:
+        spans = list(spans)
+        written = self._db.submit(self._add_spans_op(spans))  # queued: ordered before any later operation
+        return asyncio.ensure_future(_numbered_when_written(spans, written))
+
+    def _add_spans_op(self, spans: list[Span]) -> Callable[[Transaction], list[int]]:
         payloads = [span.model_dump_json(exclude=_SPAN_JSON_EXCLUDE) for span in spans]
 
         def op(txn: Transaction) -> list[int]:
@@ -684,9 +692,7 @@ class SqliteStore(LightningStore):
             txn.conn.executemany("INSERT INTO spans (attempt_id, sequence_id, span_id, data) VALUES (?, ?, ?, ?)", rows)
             return sequence_ids
 
-        for span, sequence_id in zip(spans, await self._db.run(op), strict=True):
-            span.sequence_id = sequence_id
-        return spans
+        return op
 
     def _span_rows(self, txn: Transaction, rollout_id: str, attempt_id: str | None) -> list[tuple[str, int]]:
         row = self._get_rollout(txn, rollout_id)
@@ -782,3 +788,13 @@ class SqliteStore(LightningStore):
             )
 
         return await self._db.run(op)
+
+
+def _numbered(spans: list[Span], sequence_ids: list[int]) -> list[Span]:
+    for span, sequence_id in zip(spans, sequence_ids, strict=True):
+        span.sequence_id = sequence_id
+    return spans
+
+
+async def _numbered_when_written(spans: list[Span], written: asyncio.Future[list[int]]) -> list[Span]:
+    return _numbered(spans, await written)
