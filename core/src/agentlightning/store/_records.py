@@ -1,0 +1,151 @@
+"""Spans and resources in the SQLite store: numbering and writing spans, reading them back, versioning resources.
+
+The functions taking a :class:`Transaction` run inside the database thread (see ``_database``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+
+from agentlightning.errors import AttemptNotFound, ResourcesNotFound, StoreError
+from agentlightning.store._database import Transaction
+from agentlightning.store._lifecycle import ACTIVE_ATTEMPT_STATUSES
+from agentlightning.store._schema import dumps, get_attempt, get_rollout, new_id
+from agentlightning.store._transitions import touch_attempt
+from agentlightning.types import AnyResource, Resources, Span
+from agentlightning.types.resources import Resource
+
+_SPAN_JSON_EXCLUDE = {"sequence_id"}
+
+
+# --- spans -------------------------------------------------------------------------------------
+def add_spans_op(spans: list[Span]) -> Callable[[Transaction], list[int]]:
+    """The work of storing ``spans``: it returns their sequence ids. They are turned to JSON here, by the caller."""
+    payloads = [span.model_dump_json(exclude=_SPAN_JSON_EXCLUDE) for span in spans]
+
+    def op(txn: Transaction) -> list[int]:
+        now = time.time()
+        by_attempt: dict[str, list[int]] = {}
+        for index, span in enumerate(spans):
+            by_attempt.setdefault(span.attempt_id, []).append(index)
+        sequence_ids = [0] * len(spans)
+        rows = []
+        for attempt_id, indices in by_attempt.items():
+            row = get_attempt(txn, spans[indices[0]].rollout_id, attempt_id)
+            for index in indices[1:]:
+                if spans[index].rollout_id != row.attempt.rollout_id:
+                    raise AttemptNotFound(spans[index].rollout_id, attempt_id)
+            next_id = txn.conn.execute(
+                "SELECT COALESCE(MAX(sequence_id), 0) + 1 FROM spans WHERE attempt_id = ?", (attempt_id,)
+            ).fetchone()[0]
+            # Spans already stored (a resent batch) keep their number; an attempt without spans has none.
+            known: dict[str, int] = {}
+            if next_id > 1:
+                known = dict(
+                    txn.conn.execute(
+                        "SELECT span_id, sequence_id FROM spans WHERE attempt_id = ? "
+                        "AND span_id IN (SELECT value FROM json_each(?))",
+                        (attempt_id, dumps([spans[i].span_id for i in indices])),
+                    ).fetchall()
+                )
+            for index in indices:
+                span = spans[index]
+                if span.span_id in known:
+                    sequence_ids[index] = known[span.span_id]
+                    continue
+                if span.sequence_id is None:
+                    sequence_id = next_id
+                    next_id += 1
+                else:
+                    sequence_id = span.sequence_id
+                    next_id = max(next_id, sequence_id + 1)
+                known[span.span_id] = sequence_ids[index] = sequence_id
+                rows.append((attempt_id, sequence_id, span.span_id, payloads[index]))
+            if row.attempt.status in ACTIVE_ATTEMPT_STATUSES:
+                touch_attempt(txn, row, now, to_running=True)
+        txn.conn.executemany("INSERT INTO spans (attempt_id, sequence_id, span_id, data) VALUES (?, ?, ?, ?)", rows)
+        return sequence_ids
+
+    return op
+
+
+def numbered(spans: list[Span], sequence_ids: list[int]) -> list[Span]:
+    for span, sequence_id in zip(spans, sequence_ids, strict=True):
+        span.sequence_id = sequence_id
+    return spans
+
+
+async def numbered_when_written(spans: list[Span], written: asyncio.Future[list[int]]) -> list[Span]:
+    return numbered(spans, await written)
+
+
+def span_rows(txn: Transaction, rollout_id: str, attempt_id: str | None) -> list[tuple[str, int]]:
+    """(JSON without the sequence id, sequence id) of the spans of an attempt, of the latest, or of every attempt."""
+    row = get_rollout(txn, rollout_id)
+    if attempt_id == "latest":
+        attempt_id = row.latest_attempt_id
+        if attempt_id is None:
+            return []
+    if attempt_id is not None:
+        get_attempt(txn, rollout_id, attempt_id)
+        return txn.conn.execute(
+            "SELECT data, sequence_id FROM spans WHERE attempt_id = ? ORDER BY sequence_id", (attempt_id,)
+        ).fetchall()
+    return txn.conn.execute(
+        "SELECT s.data, s.sequence_id FROM spans s JOIN attempts a ON a.attempt_id = s.attempt_id "
+        "WHERE a.rollout_id = ? ORDER BY a.sequence_id, s.sequence_id",
+        (rollout_id,),
+    ).fetchall()
+
+
+def spans_of_rows(rows: list[tuple[str, int]]) -> list[Span]:
+    spans = []
+    for data, sequence_id in rows:
+        span = Span.model_validate_json(data)
+        span.sequence_id = sequence_id
+        spans.append(span)
+    return spans
+
+
+def spans_json_of_rows(rows: list[tuple[str, int]]) -> str:
+    """The spans as one JSON array, each with its sequence id put back, without parsing them."""
+    return "[" + ",".join(f'{{"sequence_id":{seq},{data[1:]}' for data, seq in rows) + "]"
+
+
+# --- resources ---------------------------------------------------------------------------------
+def check_resources(resources: Mapping[str, AnyResource]) -> None:
+    for name, value in resources.items():
+        if not isinstance(value, Resource):
+            raise StoreError(
+                f"Resource {name!r} is a {type(value).__name__}; pass an agl.LLM, agl.PromptTemplate or other agl.Resource."
+            )
+
+
+def insert_resources(txn: Transaction, resources: Mapping[str, AnyResource], resources_id: str | None) -> Resources:
+    """Publish ``resources`` as the next version."""
+    version = txn.conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM resources").fetchone()[0]
+    published = Resources(
+        resources_id=resources_id or new_id("rs"),
+        version=version,
+        created_time=time.time(),
+        resources=dict(resources),
+    )
+    txn.conn.execute(
+        "INSERT INTO resources (resources_id, version, created_time, data) VALUES (?, ?, ?, ?)",
+        (published.resources_id, version, published.created_time, published.model_dump_json()),
+    )
+    return published
+
+
+def get_resources(txn: Transaction, resources_id: str) -> Resources:
+    row = txn.conn.execute("SELECT data FROM resources WHERE resources_id = ?", (resources_id,)).fetchone()
+    if row is None:
+        raise ResourcesNotFound(f"No resources version with id {resources_id!r} in this store.")
+    return Resources.model_validate_json(row[0])
+
+
+def get_latest_resources(txn: Transaction) -> Resources | None:
+    row = txn.conn.execute("SELECT data FROM resources ORDER BY version DESC LIMIT 1").fetchone()
+    return None if row is None else Resources.model_validate_json(row[0])

@@ -1,0 +1,200 @@
+"""The SQLite store's file: its connections and schema, the row types, and the lookups every operation shares.
+
+The functions taking a :class:`Transaction` run inside the database thread (see ``_database``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from agentlightning.errors import AttemptNotFound, RolloutNotFound, StoreError
+from agentlightning.store._database import Transaction
+from agentlightning.types import (
+    Attempt,
+    AttemptStatus,
+    Rollout,
+    RolloutConfig,
+    RolloutMode,
+    RolloutStatus,
+)
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rollouts (
+    rollout_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    mode TEXT,
+    resources_id TEXT,
+    input TEXT NOT NULL,
+    config TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    enqueue_time REAL NOT NULL,
+    start_time REAL,
+    end_time REAL,
+    num_attempts INTEGER NOT NULL DEFAULT 0,
+    latest_attempt_id TEXT,
+    queue_seq INTEGER  -- position in the queue while queuing / requeuing, else NULL
+);
+CREATE INDEX IF NOT EXISTS rollouts_queue ON rollouts(queue_seq) WHERE queue_seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS rollouts_status ON rollouts(status);
+CREATE TABLE IF NOT EXISTS attempts (
+    attempt_id TEXT PRIMARY KEY,
+    rollout_id TEXT NOT NULL,
+    sequence_id INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    worker_id TEXT,
+    start_time REAL NOT NULL,
+    end_time REAL,
+    last_heartbeat_time REAL,
+    metadata TEXT NOT NULL,
+    timeout_at REAL,
+    unresponsive_seconds REAL,
+    deadline REAL  -- when the active attempt times out or turns unresponsive, else NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS attempts_by_rollout ON attempts(rollout_id, sequence_id);
+CREATE INDEX IF NOT EXISTS attempts_deadline ON attempts(deadline) WHERE deadline IS NOT NULL;
+CREATE TABLE IF NOT EXISTS spans (
+    attempt_id TEXT NOT NULL,
+    sequence_id INTEGER NOT NULL,
+    span_id TEXT NOT NULL,
+    data TEXT NOT NULL  -- the span as JSON, without its sequence_id
+);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_by_sequence ON spans(attempt_id, sequence_id);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_by_span_id ON spans(attempt_id, span_id);
+CREATE TABLE IF NOT EXISTS resources (
+    resources_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL UNIQUE,
+    created_time REAL NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+
+
+def connect(path: str, *, synchronous: str, read_only: bool) -> sqlite3.Connection:
+    """The database thread's connection to the file at ``path``, its schema created or checked (unless read-only)."""
+    if read_only:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    else:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if read_only:
+        return conn
+    # Spans are ~1 KB each: bigger pages mean fewer page writes per commit (takes effect on a new file).
+    conn.execute("PRAGMA page_size = 16384")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer does it, off the commit path
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path!r} was written by a newer Agent Lightning (schema {version}); upgrade agentlightning-core."
+        )
+    conn.executescript(SCHEMA)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return conn
+
+
+def connect_checkpointer(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+ROLLOUT_COLUMNS = (
+    "rollout_id, status, mode, resources_id, input, config, metadata, enqueue_time, start_time, end_time, "
+    "num_attempts, latest_attempt_id"
+)
+ATTEMPT_COLUMNS = (
+    "rollout_id, attempt_id, sequence_id, status, worker_id, start_time, end_time, last_heartbeat_time, metadata, "
+    "timeout_at, unresponsive_seconds"
+)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+class RolloutRow:
+    """A rollouts row, with the columns the model does not show."""
+
+    __slots__ = ("latest_attempt_id", "rollout")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self.rollout = Rollout(
+            rollout_id=row[0],
+            status=RolloutStatus(row[1]),
+            mode=None if row[2] is None else RolloutMode(row[2]),
+            resources_id=row[3],
+            input=json.loads(row[4]),
+            config=RolloutConfig.model_validate_json(row[5]),
+            metadata=json.loads(row[6]),
+            enqueue_time=row[7],
+            start_time=row[8],
+            end_time=row[9],
+            num_attempts=row[10],
+        )
+        self.latest_attempt_id: str | None = row[11]
+
+
+class AttemptRow:
+    __slots__ = ("attempt", "timeout_at", "unresponsive_seconds")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self.attempt = Attempt(
+            rollout_id=row[0],
+            attempt_id=row[1],
+            sequence_id=row[2],
+            status=AttemptStatus(row[3]),
+            worker_id=row[4],
+            start_time=row[5],
+            end_time=row[6],
+            last_heartbeat_time=row[7],
+            metadata=json.loads(row[8]),
+        )
+        self.timeout_at: float | None = row[9]
+        self.unresponsive_seconds: float | None = row[10]
+
+
+def get_rollout(txn: Transaction, rollout_id: str) -> RolloutRow:
+    row = txn.conn.execute(f"SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE rollout_id = ?", (rollout_id,)).fetchone()
+    if row is None:
+        raise RolloutNotFound(rollout_id)
+    return RolloutRow(row)
+
+
+def get_attempt(txn: Transaction, rollout_id: str, attempt_id: str) -> AttemptRow:
+    row = txn.conn.execute(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE attempt_id = ?", (attempt_id,)).fetchone()
+    if row is None or row[0] != rollout_id:
+        if (
+            row is None
+            and txn.conn.execute("SELECT 1 FROM rollouts WHERE rollout_id = ?", (rollout_id,)).fetchone() is None
+        ):
+            raise RolloutNotFound(rollout_id)
+        raise AttemptNotFound(rollout_id, attempt_id)
+    return AttemptRow(row)
+
+
+def queue_back(txn: Transaction) -> int:
+    return int(
+        txn.conn.execute("SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM rollouts WHERE queue_seq IS NOT NULL").fetchone()[
+            0
+        ]
+    )
+
+
+def queue_front(txn: Transaction) -> int:
+    return int(
+        txn.conn.execute("SELECT COALESCE(MIN(queue_seq), 1) - 1 FROM rollouts WHERE queue_seq IS NOT NULL").fetchone()[
+            0
+        ]
+    )
