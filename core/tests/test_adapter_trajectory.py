@@ -128,7 +128,12 @@ def test_token_ids_logprobs_and_call_details_are_carried_through() -> None:
     assert with_tokens.input_messages == [{"role": "user", "content": "2+2?"}]
     assert with_tokens.output_messages == [{"role": "assistant", "content": "4"}]
     assert (with_tokens.start_time, with_tokens.end_time) == (1, 2)
+    assert with_tokens.token_ids() == ([1, 2, 3], [4, 5])
     assert not without_tokens.has_token_ids
+    with pytest.raises(
+        agl.MissingTokenIds, match=r"has no recorded prompt/completion token ids.*agentlightning-engine"
+    ):
+        without_tokens.token_ids()  # a hosted API's call: a trainer fails clearly rather than re-tokenize
     assert (without_tokens.prompt_token_ids, without_tokens.logprobs, without_tokens.tools) == (None, None, None)
     assert without_tokens.model == "smollm2"
     assert agl.Trajectory.model_validate_json(adapt(attempt.spans).model_dump_json()) == adapt(attempt.spans)

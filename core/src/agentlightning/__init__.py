@@ -12,6 +12,7 @@ from agentlightning.errors import (
     AgentLightningError,
     AttemptNotFound,
     InvalidStatusTransition,
+    MissingTokenIds,
     PromptTemplateError,
     ResourcesNotFound,
     RolloutNotFound,
@@ -152,6 +153,7 @@ __all__ = [
     "InvalidStatusTransition",
     "Unauthorized",
     "PromptTemplateError",
+    "MissingTokenIds",
     # modules
     "semconv",
 ]

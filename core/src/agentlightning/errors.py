@@ -14,6 +14,7 @@ __all__ = [
     "StoreRequestError",
     "Unauthorized",
     "PromptTemplateError",
+    "MissingTokenIds",
 ]
 
 
@@ -89,3 +90,17 @@ class Unauthorized(StoreError):
 
 class PromptTemplateError(AgentLightningError):
     """A prompt template could not be rendered with the given values."""
+
+
+class MissingTokenIds(AgentLightningError):
+    """An LLM call has no recorded token ids, and the caller needs the exact ones (it never re-tokenizes)."""
+
+    def __init__(self, span_id: str, agent_name: str | None, model: str | None) -> None:
+        self.span_id = span_id
+        who = f" of agent {agent_name!r}" if agent_name else ""
+        super().__init__(
+            f"LLM call {span_id}{who} (model {model!r}) has no recorded prompt/completion token ids, and training "
+            "needs the exact tokens the model produced (re-tokenizing the text is not the same). Its upstream did "
+            "not return them: hosted APIs do not. Serve the model with agentlightning-engine or vLLM behind "
+            "agl.Gateway, with the gateway's request_token_ids left on."
+        )

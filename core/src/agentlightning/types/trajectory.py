@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, JsonValue
 
+from agentlightning.errors import MissingTokenIds
+
 __all__ = ["Transition", "Trajectory"]
 
 
@@ -43,6 +45,12 @@ class Transition(BaseModel):
     def has_token_ids(self) -> bool:
         """Whether both the prompt and the completion token ids were recorded (what RL needs)."""
         return self.prompt_token_ids is not None and self.completion_token_ids is not None
+
+    def token_ids(self) -> tuple[list[int], list[int]]:
+        """The prompt and completion token ids; raises :class:`~agentlightning.MissingTokenIds` if not recorded."""
+        if self.prompt_token_ids is None or self.completion_token_ids is None:
+            raise MissingTokenIds(self.span_id, self.agent_name, self.model)
+        return self.prompt_token_ids, self.completion_token_ids
 
 
 class Trajectory(BaseModel):
