@@ -56,6 +56,56 @@ def test_gateway_calls_are_attributed_through_the_callers_traceparent() -> None:
     ]
 
 
+def test_a_call_recorded_by_an_integration_and_the_gateway_is_one_transition() -> None:
+    """The integration knows the agent, the gateway the token ids: joined by response id or by traceparent,
+    also when two agents' calls run in parallel; a reward after both goes to the call that ended last."""
+    attempt = Attempt()
+    graph = attempt.span("graph", 0, 20)
+    tokens = {
+        semconv.AGL_PROMPT_TOKEN_IDS: [1, 2],
+        semconv.AGL_COMPLETION_TOKEN_IDS: [3],
+        semconv.GEN_AI_RESPONSE_ID: "",
+    }
+
+    def gateway_call(start: float, end: float, **attributes: agl.AttributeValue) -> agl.Span:
+        return attempt.call(start, end, attributes={**tokens, **attributes})
+
+    # Two agents call in parallel; the integration spans end after the gateway's (the agent sees the answer later).
+    writer = attempt.call(1, 5, parent=graph, agent="writer", attributes={semconv.GEN_AI_RESPONSE_ID: "chatcmpl-w"})
+    checker = attempt.call(1, 4, parent=graph, agent="checker", attributes={semconv.GEN_AI_RESPONSE_ID: "chatcmpl-c"})
+    checker_gw = gateway_call(2, 3.5, **{semconv.GEN_AI_RESPONSE_ID: "chatcmpl-c"})
+    writer_gw = gateway_call(2, 3, **{semconv.GEN_AI_RESPONSE_ID: "chatcmpl-w"})
+    attempt.reward(0.5, 4.5)  # after the checker's call as the agent saw it, before the writer's
+    traced = attempt.call(6, 9, parent=graph, agent="writer")  # no response id: joined through the traceparent
+    traced_gw = gateway_call(7, 8, **{semconv.AGL_CALLER_TRACEPARENT: f"00-{TRACE_ID}-{traced.span_id}-01"})
+    attempt.call(10, 12, parent=graph, agent="writer", attributes={semconv.GEN_AI_RESPONSE_ID: "chatcmpl-n"})
+    named_gw = gateway_call(10, 11, **{semconv.GEN_AI_RESPONSE_ID: "chatcmpl-n", semconv.GEN_AI_AGENT_NAME: "editor"})
+    attempt.reward(1.0, 20)
+
+    trajectory = adapt(attempt.spans)
+
+    assert [(t.span_id, t.agent_name, t.reward) for t in trajectory.transitions] == [
+        (checker_gw.span_id, "checker", 0.5),
+        (writer_gw.span_id, "writer", None),
+        (traced_gw.span_id, "writer", None),
+        (named_gw.span_id, "editor", None),  # the gateway span's own name (from its URL) wins
+    ]
+    assert all(t.token_ids() == ([1, 2], [3]) for t in trajectory.transitions)
+    writer_only = adapt(attempt.spans, agents=["writer"]).transitions
+    assert [t.span_id for t in writer_only] == [writer_gw.span_id, traced_gw.span_id]
+    assert writer.span_id not in {t.span_id for t in trajectory.transitions}
+    assert checker.span_id not in {t.span_id for t in trajectory.transitions}
+
+
+def test_calls_of_an_integration_alone_are_transitions_without_token_ids() -> None:
+    attempt = Attempt()
+    first = attempt.call(0, 1, agent="a", attributes={semconv.GEN_AI_RESPONSE_ID: "chatcmpl-1"})
+    second = attempt.call(2, 3, agent="a", attributes={semconv.GEN_AI_RESPONSE_ID: "chatcmpl-2"})
+    trajectory = adapt(attempt.spans)
+    assert [t.span_id for t in trajectory.transitions] == [first.span_id, second.span_id]
+    assert not any(t.has_token_ids for t in trajectory.transitions)
+
+
 def test_agent_selector_takes_names_or_a_predicate() -> None:
     attempt = Attempt()
     attempt.call(1, 2, agent="solver")

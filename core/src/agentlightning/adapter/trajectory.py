@@ -10,6 +10,13 @@ string), the model (``gen_ai.response.model``, else ``gen_ai.request.model``),
 ``completion_token_ids`` and ``completion_logprobs``. Calls are ordered by
 ``(end_time, sequence)``.
 
+**One call, two spans.** An integration and the gateway may both record the same call. LLM-call
+spans that share ``gen_ai.response.id``, or of which one is the other's parent (directly or through
+the gateway's ``agentlightning.llm.caller_traceparent``), are one call and make one transition: read
+from the span that has completion token ids (else the first recorded), ending when the last of them
+ends, and belonging to the gateway span's own ``gen_ai.agent.name`` if set, else to the agent the
+other spans resolve to.
+
 **Agents.** A call belongs to the agent named by its own ``gen_ai.agent.name``, else by that of
 its nearest ancestor that has one (following ``parent_id`` among the attempt's spans, or the
 gateway's ``agentlightning.llm.caller_traceparent`` where the parent is not among them), else to
@@ -114,8 +121,8 @@ class TraceToTrajectory:
         tree = SpanTree(ordered)
 
         # (time, position in sequence order, ...): the position breaks ties in time.
-        calls: list[tuple[float, int, Span, str | None]] = []
         rewards: list[tuple[float, int, float]] = []
+        recorded_calls: list[tuple[int, Span]] = []
         for position, span in enumerate(ordered):
             if span.name == semconv.SPAN_REWARD:
                 value = reward_of(span)
@@ -123,9 +130,15 @@ class TraceToTrajectory:
                     log.debug("span %s: reward span without a numeric reward value; ignoring it", span.span_id)
                 else:
                     rewards.append((span.start_time, position, value))
-            elif is_llm_call(span) and not tree.in_reward_computation(span):
-                end_time = span.end_time if span.end_time is not None else span.start_time
-                calls.append((end_time, position, span, tree.agent_name(span)))
+            elif is_llm_call(span):
+                recorded_calls.append((position, span))
+        calls: list[tuple[float, int, Span, str | None]] = []
+        for group in _same_calls(recorded_calls, tree):
+            if any(tree.in_reward_computation(span) for _, span in group):
+                continue
+            end_time, position = max((_end(span), position) for position, span in group)
+            span, agent_name = _joined(group, tree)
+            calls.append((end_time, position, span, agent_name))
         calls.sort(key=lambda call: (call[0], call[1]))
 
         final_reward = rewards[-1][2] if rewards else None
@@ -152,6 +165,52 @@ class TraceToTrajectory:
             unassigned_rewards=unassigned,
             agents=sorted({agent_name for _, _, _, agent_name in calls if agent_name is not None}),
         )
+
+
+def _end(span: Span) -> float:
+    return span.end_time if span.end_time is not None else span.start_time
+
+
+def _same_calls(calls: list[tuple[int, Span]], tree: SpanTree) -> list[list[tuple[int, Span]]]:
+    """Group the spans that record one LLM call twice: an integration's (with the agent's structure) and the
+    gateway's (with token ids). Two LLM-call spans are one call when they share ``gen_ai.response.id``, or
+    when one is the other's parent (the gateway's ``caller_traceparent`` names the integration's span)."""
+    root = list(range(len(calls)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    index_of = {span.span_id: i for i, (_, span) in enumerate(calls)}
+    by_response: dict[str, int] = {}
+    for i, (_, span) in enumerate(calls):
+        response_id = read_str(span, semconv.GEN_AI_RESPONSE_ID)
+        if response_id:
+            root[find(i)] = find(by_response.setdefault(response_id, i))
+        parent = tree.parent_of(span)
+        if parent is not None and parent.span_id in index_of:
+            root[find(i)] = find(index_of[parent.span_id])
+    groups: dict[int, list[tuple[int, Span]]] = {}
+    for i, call in enumerate(calls):
+        groups.setdefault(find(i), []).append(call)
+    return list(groups.values())
+
+
+def _joined(group: list[tuple[int, Span]], tree: SpanTree) -> tuple[Span, str | None]:
+    """The span a joined call's transition is read from (the one with token ids, else the first recorded),
+    and its agent: the gateway span's own ``gen_ai.agent.name`` (named in its URL), else the name the other
+    spans resolve to (an integration knows the agent), else the one the gateway span inherits."""
+    spans = [span for _, span in group]
+    main = next((span for span in spans if span.attributes.get(semconv.AGL_COMPLETION_TOKEN_IDS) is not None), spans[0])
+    own = main.attributes.get(semconv.GEN_AI_AGENT_NAME)
+    if isinstance(own, str) and own:
+        return main, own
+    for span in spans:
+        if span is not main and (name := tree.agent_name(span)) is not None:
+            return main, name
+    return main, tree.agent_name(main)
 
 
 def _selector(agents: AgentSelector) -> Callable[[str | None], bool]:
