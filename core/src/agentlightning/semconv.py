@@ -92,3 +92,5 @@ AGL_COMPLETION_TOKEN_IDS = "agentlightning.llm.completion_token_ids"
 AGL_COMPLETION_LOGPROBS = "agentlightning.llm.completion_logprobs"
 #: W3C traceparent of the caller of the gateway, to join integration spans with gateway spans.
 AGL_CALLER_TRACEPARENT = "agentlightning.llm.caller_traceparent"
+#: ``True`` on the spans the gateway records (an integration may record the same call too).
+AGL_LLM_GATEWAY = "agentlightning.llm.gateway"

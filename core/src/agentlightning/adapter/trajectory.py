@@ -10,12 +10,12 @@ string), the model (``gen_ai.response.model``, else ``gen_ai.request.model``),
 ``completion_token_ids`` and ``completion_logprobs``. Calls are ordered by
 ``(end_time, sequence)``.
 
-**One call, two spans.** An integration and the gateway may both record the same call. LLM-call
-spans that share ``gen_ai.response.id``, or of which one is the other's parent (directly or through
-the gateway's ``agentlightning.llm.caller_traceparent``), are one call and make one transition: read
-from the span that has completion token ids (else the first recorded), ending when the last of them
-ends, and belonging to the gateway span's own ``gen_ai.agent.name`` if set, else to the agent the
-other spans resolve to.
+**One call, two spans.** An integration and the gateway (its spans carry ``agentlightning.llm.gateway``)
+may both record the same call. A gateway span is paired with the integration's LLM-call span that is
+its parent (directly or through ``agentlightning.llm.caller_traceparent``), else with the first
+unpaired one that has its ``gen_ai.response.id``; pairs are one to one. A pair makes one transition,
+read from the gateway span (token ids), ending when the later of the two ends, and belonging to the
+gateway span's own ``gen_ai.agent.name`` if set, else to the agent the integration's span resolves to.
 
 **Agents.** A call belongs to the agent named by its own ``gen_ai.agent.name``, else by that of
 its nearest ancestor that has one (following ``parent_id`` among the attempt's spans, or the
@@ -171,44 +171,58 @@ def _end(span: Span) -> float:
     return span.end_time if span.end_time is not None else span.start_time
 
 
+def _is_gateway(span: Span) -> bool:
+    # Spans the gateway recorded before it marked them are known by their token ids.
+    attributes = span.attributes
+    return attributes.get(semconv.AGL_LLM_GATEWAY) is True or semconv.AGL_COMPLETION_TOKEN_IDS in attributes
+
+
 def _same_calls(calls: list[tuple[int, Span]], tree: SpanTree) -> list[list[tuple[int, Span]]]:
-    """Group the spans that record one LLM call twice: an integration's (with the agent's structure) and the
-    gateway's (with token ids). Two LLM-call spans are one call when they share ``gen_ai.response.id``, or
-    when one is the other's parent (the gateway's ``caller_traceparent`` names the integration's span)."""
-    root = list(range(len(calls)))
+    """Pair each gateway span with the other recorder's span of the same call, if there is one: the span its
+    ``caller_traceparent`` (or parent) names, else the first unpaired one with its ``gen_ai.response.id``.
 
-    def find(i: int) -> int:
-        while root[i] != i:
-            root[i] = root[root[i]]
-            i = root[i]
-        return i
-
-    index_of = {span.span_id: i for i, (_, span) in enumerate(calls)}
-    by_response: dict[str, int] = {}
-    for i, (_, span) in enumerate(calls):
-        response_id = read_str(span, semconv.GEN_AI_RESPONSE_ID)
+    Pairs are one to one, and two spans of the same recorder are never one call, so an upstream that
+    reuses response ids cannot merge distinct calls.
+    """
+    others = [i for i, (_, span) in enumerate(calls) if not _is_gateway(span)]
+    by_span_id = {calls[i][1].span_id: i for i in others}
+    by_response: dict[str, list[int]] = {}
+    for i in others:
+        response_id = read_str(calls[i][1], semconv.GEN_AI_RESPONSE_ID)
         if response_id:
-            root[find(i)] = find(by_response.setdefault(response_id, i))
+            by_response.setdefault(response_id, []).append(i)
+    partner_of: dict[int, int] = {}
+    for i, (_, span) in enumerate(calls):
+        if not _is_gateway(span):
+            continue
         parent = tree.parent_of(span)
-        if parent is not None and parent.span_id in index_of:
-            root[find(i)] = find(index_of[parent.span_id])
-    groups: dict[int, list[tuple[int, Span]]] = {}
+        partner = by_span_id.get(parent.span_id) if parent is not None else None
+        if partner is None or partner in partner_of:
+            response_id = read_str(span, semconv.GEN_AI_RESPONSE_ID)
+            candidates = by_response.get(response_id, []) if response_id else []
+            partner = next((j for j in candidates if j not in partner_of), None)
+        if partner is not None:
+            partner_of[partner] = i
+    paired = set(partner_of.values())
+    groups: list[list[tuple[int, Span]]] = []
     for i, call in enumerate(calls):
-        groups.setdefault(find(i), []).append(call)
-    return list(groups.values())
+        if i in partner_of:
+            groups.append([calls[partner_of[i]], call])
+        elif i not in paired:
+            groups.append([call])
+    return groups
 
 
 def _joined(group: list[tuple[int, Span]], tree: SpanTree) -> tuple[Span, str | None]:
-    """The span a joined call's transition is read from (the one with token ids, else the first recorded),
-    and its agent: the gateway span's own ``gen_ai.agent.name`` (named in its URL), else the name the other
-    spans resolve to (an integration knows the agent), else the one the gateway span inherits."""
-    spans = [span for _, span in group]
-    main = next((span for span in spans if span.attributes.get(semconv.AGL_COMPLETION_TOKEN_IDS) is not None), spans[0])
+    """The span a joined call's transition is read from (the gateway's), and its agent: the gateway span's own
+    ``gen_ai.agent.name`` (named in its URL), else the name the integration's span resolves to, else the one
+    the gateway span inherits."""
+    main, *rest = [span for _, span in group]
     own = main.attributes.get(semconv.GEN_AI_AGENT_NAME)
     if isinstance(own, str) and own:
         return main, own
-    for span in spans:
-        if span is not main and (name := tree.agent_name(span)) is not None:
+    for span in rest:
+        if (name := tree.agent_name(span)) is not None:
             return main, name
     return main, tree.agent_name(main)
 

@@ -52,6 +52,7 @@ def request_attributes(body: dict[str, Any], operation: str) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         semconv.GEN_AI_OPERATION_NAME: operation,
         semconv.GEN_AI_PROVIDER_NAME: "openai",
+        semconv.AGL_LLM_GATEWAY: True,
     }
     if isinstance(body.get("model"), str):
         attributes[semconv.GEN_AI_REQUEST_MODEL] = body["model"]
