@@ -55,6 +55,13 @@ if TYPE_CHECKING:
     from agentlightning.agent import FunctionAgent, LitAgent, rollout
     from agentlightning.algorithm import Algorithm, AlgorithmContext, Baseline, BaselineResult
     from agentlightning.gateway import Gateway
+    from agentlightning.integrations import (
+        Integration,
+        IntegrationError,
+        installed_integrations,
+        instrument,
+        uninstrument,
+    )
     from agentlightning.runner import AgentReturnedGarbage, AgentTimedOut, Runner
     from agentlightning.server import StoreServer
     from agentlightning.store.client import StoreClient
@@ -129,6 +136,12 @@ __all__ = [
     "NoActiveRollout",
     # LLM gateway
     "Gateway",
+    # integrations (agent frameworks)
+    "instrument",
+    "uninstrument",
+    "installed_integrations",
+    "Integration",
+    "IntegrationError",
     # adapters
     "TraceToTrajectory",
     "TraceToMessages",
@@ -162,6 +175,11 @@ __all__ = [
 _LAZY = {
     "StoreClient": "agentlightning.store.client",
     "Gateway": "agentlightning.gateway",
+    "instrument": "agentlightning.integrations",
+    "uninstrument": "agentlightning.integrations",
+    "installed_integrations": "agentlightning.integrations",
+    "Integration": "agentlightning.integrations",
+    "IntegrationError": "agentlightning.integrations",
     "StoreServer": "agentlightning.server.serve",
     "rollout": "agentlightning.agent",
     "LitAgent": "agentlightning.agent",

@@ -77,7 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arguments(show)
     show.add_argument("rollout_id")
     show.set_defaults(handler=runs.show_run)
+
+    integrations_parser = commands.add_parser("integrations", help="list the installed agent-framework integrations")
+    integrations_parser.set_defaults(handler=_list_integrations)
     return parser
+
+
+def _list_integrations(args: argparse.Namespace) -> int:
+    from agentlightning.integrations import installed_integrations
+
+    found = installed_integrations()
+    if not found:
+        print("No integrations installed. Install one, e.g. `pip install agentlightning-langchain`.")
+    for integration in found:
+        print(f"{integration.name:<16} {integration.distribution} {integration.version}  ({integration.target})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
