@@ -11,7 +11,7 @@ import pytest
 
 import agentlightning as agl
 from agentlightning import semconv
-from agentlightning.tracer import Tracer
+from agentlightning.tracer import Tracer, begin_span
 
 
 @pytest.fixture
@@ -235,3 +235,29 @@ async def test_a_thousand_spans_in_one_rollout_all_arrive_in_order(traced: Any) 
     order = [s.attributes["agentlightning.annotation.i"] for s in spans if s.name == semconv.SPAN_ANNOTATION]
     assert order == list(range(1000))
     assert tracer.dropped(rollout.attempt.attempt_id) == 0
+
+
+async def test_integration_spans_open_and_close_under_their_parents(traced: Any) -> None:
+    """What integrations build on: spans opened at a framework's start event and recorded at its end."""
+    store, tracer, rollout = traced
+    assert begin_span("outside") is None  # no rollout: nothing to record into
+    async with tracer.trace(rollout.rollout_id, rollout.attempt.attempt_id):
+        chain = begin_span("chain", attributes={"step": 1})
+        assert chain is not None
+        tool = begin_span("tool", parent=chain, kind=agl.SpanKind.CLIENT)
+        assert tool is not None
+        with tool.current():
+            agl.emit_reward(0.5)  # inside the tool: its child
+        tool.end({"result": "42"}, error="tool failed")
+        tool.end()  # a second end records nothing more
+        chain.end()
+    spans = await spans_of(store, tracer, rollout)
+    root = by_name(spans, "agentlightning.rollout")
+    recorded_chain, recorded_tool = by_name(spans, "chain"), by_name(spans, "tool")
+    assert recorded_chain.parent_id == root.span_id and recorded_chain.attributes == {"step": 1}
+    assert recorded_tool.parent_id == recorded_chain.span_id and recorded_tool.kind == agl.SpanKind.CLIENT
+    assert (recorded_tool.status.status_code, recorded_tool.status.description) == (agl.StatusCode.ERROR, "tool failed")
+    assert recorded_tool.attributes == {"result": "42"}
+    assert by_name(spans, semconv.SPAN_REWARD).parent_id == recorded_tool.span_id
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    assert tool.traceparent == f"00-{root.trace_id}-{recorded_tool.span_id}-01"

@@ -13,10 +13,13 @@ from agentlightning.tracer.emit import (
     reward_computation,
     set_emitters_outside_rollout,
 )
+from agentlightning.tracer.spans import OpenSpan, begin_span
 from agentlightning.tracer.tracer import Tracer, otel_tracer
 
 __all__ = [
     "NoActiveRollout",
+    "OpenSpan",
+    "begin_span",
     "Thread",
     "Tracer",
     "active_rollout",

@@ -1,0 +1,135 @@
+"""Spans that integrations open when a framework's run starts and close when it ends.
+
+An integration translates a framework's events (a chain started, a tool ended…) into spans of the active
+rollout. :func:`begin_span` opens one (``None`` outside a rollout: nothing to record into) and
+:meth:`OpenSpan.end` records it through the active tracer, like the emitters: a small record on the
+agent's thread, validated and written in batches elsewhere. Ids, the trace, the parent and the rollout
+are settled here once, so integrations only say what happened.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from agentlightning.tracer._context import ACTIVE, ActiveRollout
+from agentlightning.tracer.tracer import SpanRecord
+from agentlightning.types import SpanKind, StatusCode
+
+__all__ = ["OpenSpan", "begin_span"]
+
+
+class OpenSpan:
+    """A span that has started and not yet ended. Not thread-safe: end it once, from one thread."""
+
+    __slots__ = ("_active", "attributes", "ended", "kind", "name", "parent_id", "span_id", "start_time", "trace_id")
+
+    def __init__(
+        self,
+        active: ActiveRollout,
+        name: str,
+        kind: SpanKind,
+        trace_id: str,
+        parent_id: str | None,
+        attributes: dict[str, Any],
+        start_time: float,
+    ) -> None:
+        self._active = active
+        self.name = name
+        self.kind = kind
+        self.trace_id = trace_id
+        self.span_id = f"{random.getrandbits(64):016x}"
+        self.parent_id = parent_id
+        self.attributes = attributes
+        self.start_time = start_time
+        self.ended = False
+
+    @property
+    def traceparent(self) -> str:
+        """This span as a W3C ``traceparent`` header, for a call it makes to another process (the gateway)."""
+        return f"00-{self.trace_id}-{self.span_id}-01"
+
+    def end(
+        self,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        error: str | None = None,
+        end_time: float | None = None,
+    ) -> None:
+        """Record the span, with ``attributes`` added, as failed if ``error`` says why. Later calls do nothing."""
+        if self.ended:
+            return
+        self.ended = True
+        if attributes:
+            self.attributes.update(attributes)
+        active = self._active
+        active.tracer.record(
+            SpanRecord(
+                rollout_id=active.rollout_id,
+                attempt_id=active.attempt_id,
+                name=self.name,
+                attributes=self.attributes,
+                start_time=self.start_time,
+                end_time=time.time() if end_time is None else end_time,
+                trace_id=self.trace_id,
+                span_id=self.span_id,
+                parent_id=self.parent_id,
+                status=StatusCode.ERROR if error is not None else StatusCode.UNSET,
+                description=error,
+                kind=self.kind,
+            )
+        )
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """Make this span the current OpenTelemetry span inside the block, so spans recorded there (emitted
+        rewards, OpenTelemetry instrumentations) become its children."""
+        from opentelemetry import trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+        context = SpanContext(
+            int(self.trace_id, 16), int(self.span_id, 16), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+        )
+        with trace.use_span(NonRecordingSpan(context), end_on_exit=False):
+            yield
+
+
+def begin_span(
+    name: str,
+    *,
+    parent: OpenSpan | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    start_time: float | None = None,
+) -> OpenSpan | None:
+    """Open a span of the active rollout, a child of ``parent`` (default: the current OpenTelemetry span, e.g.
+    the rollout's root span). Returns ``None`` outside a rollout, where there is nothing to record into.
+
+    ``attributes`` must be OpenTelemetry attribute values (str, bool, int, float, or lists of one of them);
+    the tracer validates them when it writes, and counts a span it cannot write as dropped.
+    """
+    active = ACTIVE.get()
+    if active is None:
+        return None
+    if parent is not None:
+        trace_id, parent_id = parent.trace_id, parent.span_id
+    else:
+        from opentelemetry import trace
+
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            trace_id, parent_id = f"{context.trace_id:032x}", f"{context.span_id:016x}"
+        else:
+            trace_id, parent_id = f"{random.getrandbits(128):032x}", None
+    return OpenSpan(
+        active,
+        name,
+        kind,
+        trace_id,
+        parent_id,
+        dict(attributes) if attributes else {},
+        time.time() if start_time is None else start_time,
+    )
