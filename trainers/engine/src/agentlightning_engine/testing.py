@@ -31,11 +31,14 @@ def load_smollm2_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(source.directory, gguf_file=source.gguf_file)
 
 
-def make_tiny_model(vocab_size: int, tokenizer: Any, seed: int = 0) -> LlamaForCausalLM:
-    """A 2-layer Llama with random weights drawn from ``seed``.
+def make_tiny_model(
+    vocab_size: int, tokenizer: Any, seed: int = 0, *, attention_heads: int = 4, kv_heads: int = 2
+) -> LlamaForCausalLM:
+    """A 2-layer Llama (hidden size 64) with random weights drawn from ``seed``.
 
     A large init range makes its next-token distributions peaked and varied (greedy output is a varied string of
     tokens, not one token repeated) and far from ties, so batched and unbatched runs pick the same tokens.
+    vLLM's CPU attention needs a head size of at least 32: ``attention_heads=2, kv_heads=1`` gives that.
     """
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -43,8 +46,8 @@ def make_tiny_model(vocab_size: int, tokenizer: Any, seed: int = 0) -> LlamaForC
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=attention_heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
