@@ -133,3 +133,13 @@ def test_core_pulls_in_no_model_or_agent_framework() -> None:
                 continue
             todo.append(re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0].lower().replace("_", "-"))
     assert not (seen & forbidden), seen & forbidden
+
+
+def test_agl_engine_without_the_engine_package_says_what_to_install(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentlightning import cli
+
+    monkeypatch.setattr(cli, "_package_command", lambda name: None)  # as in an environment without it
+    assert main(["engine", "serve"]) == 2
+    assert "`agl engine` comes with agentlightning-engine: pip install agentlightning-engine" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Finding models without a hub, and the agl-engine command."""
+"""Finding models without a hub, and the `agl engine` command (also installed as `agl-engine`)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def test_agl_engine_serve(tiny_model_dir: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "agentlightning_engine.cli", "serve", "--model", str(tiny_model_dir)]
+    # `agl engine serve`: the core's CLI runs the engine package's command.
+    command = [sys.executable, "-m", "agentlightning.cli", "engine", "serve", "--model", str(tiny_model_dir)]
     process = subprocess.Popen(
         [*command, "--port", str(port), "--served-model-name", "cli-tiny"],
         stdout=subprocess.PIPE,
@@ -61,7 +62,7 @@ def test_agl_engine_serve(tiny_model_dir: Path) -> None:
                 break
             except httpx.TransportError:
                 assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "agl-engine did not start in 120 s"
+                assert time.monotonic() < deadline, "agl engine serve did not start in 120 s"
                 time.sleep(0.5)
         assert models["data"][0]["id"] == "cli-tiny"
         answer = httpx.post(
@@ -77,10 +78,10 @@ def test_agl_engine_serve(tiny_model_dir: Path) -> None:
 
 def test_agl_engine_reports_a_missing_model(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "agentlightning_engine.cli", "serve", "--model", str(tmp_path / "nope")],
+        [sys.executable, "-m", "agentlightning_engine.cli", "serve", "--model", str(tmp_path / "nope")],  # agl-engine
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 2
-    assert "Cannot load model" in result.stderr
+    assert result.stderr.startswith("agl-engine: Cannot load model")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["main"]
 
@@ -27,7 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``agl``."""
     from agentlightning.cli import gateway, runner, runs, store
 
-    parser = argparse.ArgumentParser(prog="agl", description="Agent Lightning: train the LLMs inside your agents.")
+    parser = argparse.ArgumentParser(
+        prog="agl",
+        description="Agent Lightning: train the LLMs inside your agents.",
+        epilog="Installed packages add commands: `agl engine serve` with agentlightning-engine.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     store_parser = commands.add_parser("store", help="run a store server")
@@ -94,10 +98,35 @@ def _list_integrations(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Entry-point group of the commands other packages add to ``agl``: name -> ``module:main``, where
+#: ``main(argv, prog)`` runs the command with the arguments after its name and returns the exit code.
+COMMANDS_GROUP = "agentlightning.commands"
+#: Commands that come with a package of the project, for a helpful error when it is not installed.
+_PACKAGE_COMMANDS = {"engine": "agentlightning-engine"}
+
+
+def _package_command(name: str) -> Callable[[list[str], str], int] | None:
+    from importlib.metadata import entry_points
+
+    for entry_point in entry_points(group=COMMANDS_GROUP, name=name):
+        command: Callable[[list[str], str], int] = entry_point.load()
+        return command
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``agl``; returns the exit code."""
     from agentlightning.errors import AgentLightningError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-"):
+        command = _package_command(argv[0])
+        if command is not None:
+            return command(argv[1:], f"agl {argv[0]}")
+        if argv[0] in _PACKAGE_COMMANDS:
+            package = _PACKAGE_COMMANDS[argv[0]]
+            print(f"agl: `agl {argv[0]}` comes with {package}: pip install {package}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)

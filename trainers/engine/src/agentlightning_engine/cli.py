@@ -1,4 +1,4 @@
-"""The ``agl-engine`` command line: ``agl-engine serve --model smollm2-135m --port 8000``."""
+"""``agl engine`` (also installed as ``agl-engine``): ``agl engine serve --model smollm2-135m --port 8000``."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from collections.abc import Sequence
 __all__ = ["main", "build_parser"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``agl-engine``."""
+def build_parser(prog: str = "agl-engine") -> argparse.ArgumentParser:
+    """The argument parser of ``agl engine`` / ``agl-engine``."""
     parser = argparse.ArgumentParser(
-        prog="agl-engine", description="Serve a local model behind an OpenAI-compatible API with token ids."
+        prog=prog, description="Serve a local model behind an OpenAI-compatible API with token ids."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="serve a model with TransformersEngine")
@@ -67,15 +67,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``agl-engine``; returns the exit status."""
+def main(argv: Sequence[str] | None = None, prog: str = "agl-engine") -> int:
+    """Run ``agl engine`` / ``agl-engine``; returns the exit status."""
     from agentlightning_engine.errors import EngineError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         return _serve(args)
     except EngineError as exc:
-        print(f"agl-engine: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
 
 
