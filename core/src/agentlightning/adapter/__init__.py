@@ -12,6 +12,6 @@ reward computations and rewards are read.
 """
 
 from agentlightning.adapter.messages import ChatExample, TraceToMessages
-from agentlightning.adapter.trajectory import AgentSelector, TraceToTrajectory
+from agentlightning.adapter.trajectory import AgentSelector, TraceToTrajectory, agent_filter
 
-__all__ = ["AgentSelector", "TraceToTrajectory", "TraceToMessages", "ChatExample"]
+__all__ = ["AgentSelector", "TraceToTrajectory", "TraceToMessages", "ChatExample", "agent_filter"]

@@ -72,7 +72,7 @@ from agentlightning.adapter._tree import SpanTree
 from agentlightning.reward import reward_of
 from agentlightning.types import Span, Trajectory, Transition
 
-__all__ = ["AgentSelector", "TraceToTrajectory"]
+__all__ = ["AgentSelector", "TraceToTrajectory", "agent_filter"]
 
 #: Which agents' LLM calls to train: ``None`` for all, a collection of names, or a predicate on the name.
 AgentSelector = Collection[str] | Callable[[str], bool] | None
@@ -91,7 +91,7 @@ class TraceToTrajectory:
 
     def __init__(self, agents: AgentSelector = None) -> None:
         self.agents = agents
-        self._is_selected = _selector(agents)
+        self._is_selected = agent_filter(agents)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(agents={self.agents!r})"
@@ -227,7 +227,8 @@ def _joined(group: list[tuple[int, Span]], tree: SpanTree) -> tuple[Span, str | 
     return main, tree.agent_name(main)
 
 
-def _selector(agents: AgentSelector) -> Callable[[str | None], bool]:
+def agent_filter(agents: AgentSelector) -> Callable[[str | None], bool]:
+    """Whether a call of the named agent (``None``: of no agent) is selected by ``agents``."""
     if agents is None:
         return lambda name: True
     if callable(agents):

@@ -1,0 +1,70 @@
+"""LightningRL: reinforcement learning for the LLMs inside agents, from the calls they made.
+
+The pieces, in the order a training step uses them (the loop that runs them comes later)::
+
+    trajectory = agl.TraceToTrajectory().adapt(spans)                  # every agent's calls (core)
+    trajectory = with_runtime_rewards(trajectory, spans, config.runtime_rewards)
+    credited = select_agents(credit_trajectory(trajectory, config), config.agents)
+    advantages = compute_advantages({group_id: [credited, ...]}, config)
+    batches = make_micro_batches(advantages.samples, config.loss_aggregation, micro_batch_size=...,
+                                 micro_batch_tokens=...)
+    metrics = train_step(model, optimizer, batches, config)
+"""
+
+from agentlightning_rl.advantages import Advantages, Sample, compute_advantages, group_advantages
+from agentlightning_rl.agents import AgentAdapters, UntrainedAgent, agent_filter, select_agents
+from agentlightning_rl.batch import InvalidLogprobs, MicroBatch, make_micro_batches
+from agentlightning_rl.config import (
+    ConfigError,
+    CreditMode,
+    LightningRLConfig,
+    LoraSettings,
+    LossAggregation,
+    RuntimeRewardRules,
+)
+from agentlightning_rl.credit import CreditedTrajectory, MissingFinalReward, credit_trajectory, returns
+from agentlightning_rl.logprobs import completion_logprobs, naive_completion_logprobs
+from agentlightning_rl.loss import LossMetrics, policy_loss
+from agentlightning_rl.rewards import RuntimeReward, add_runtime_rewards, runtime_rewards, with_runtime_rewards
+from agentlightning_rl.update import StepMetrics, make_optimizer, reference_logprobs, train_step
+
+__all__ = [
+    # configuration
+    "LightningRLConfig",
+    "LoraSettings",
+    "RuntimeRewardRules",
+    "CreditMode",
+    "LossAggregation",
+    "ConfigError",
+    # rewards and credit
+    "RuntimeReward",
+    "runtime_rewards",
+    "add_runtime_rewards",
+    "with_runtime_rewards",
+    "CreditedTrajectory",
+    "MissingFinalReward",
+    "credit_trajectory",
+    "returns",
+    # advantages
+    "Advantages",
+    "Sample",
+    "compute_advantages",
+    "group_advantages",
+    # agents
+    "agent_filter",
+    "select_agents",
+    "AgentAdapters",
+    "UntrainedAgent",
+    # batches, logprobs, loss, step
+    "MicroBatch",
+    "InvalidLogprobs",
+    "make_micro_batches",
+    "completion_logprobs",
+    "naive_completion_logprobs",
+    "LossMetrics",
+    "policy_loss",
+    "StepMetrics",
+    "make_optimizer",
+    "reference_logprobs",
+    "train_step",
+]
