@@ -69,9 +69,10 @@ async def test_tool_calls_are_parsed_when_the_request_has_tools(scripted: Transf
     assert choice.message.tool_calls is not None
     (call,) = choice.message.tool_calls
     assert call.function.name == "weather" and json.loads(call.function.arguments) == {"city": "Paris"}
-    # The token ids are still every generated token (EOS left out): the full text, tool call included.
+    # The token ids are still every generated token: the full text, tool call included, then EOS (as in vLLM).
     assert scripted.tokenizer.decode(choice.token_ids, skip_special_tokens=True) == SAID
-    assert scripted.tokenizer.eos_token_id not in choice.token_ids
+    assert choice.token_ids[-1] == scripted.tokenizer.eos_token_id
+    assert scripted.tokenizer.eos_token_id not in choice.token_ids[:-1]
 
 
 async def test_without_tools_the_text_stays_content_and_eos_ends_with_stop(scripted: TransformersEngine) -> None:

@@ -219,11 +219,13 @@ class BatchGenerator:
         for row, (sequence, token) in enumerate(zip(live, next_tokens.tolist(), strict=True)):
             if sequence.cancelled:
                 continue
-            if token in self.eos_token_ids or token in sequence.params.stop_token_ids:
-                sequence.finish("stop")
-                continue
             if logprobs is not None and sequence.params.logprobs:
                 sequence.logprobs.append(self._logprob(logprobs[wants_logprobs.index(row)], token, sequence))
+            if token in self.eos_token_ids or token in sequence.params.stop_token_ids:
+                # Kept in token_ids (with its logprob), as vLLM does: a trainer must also learn when to stop.
+                sequence.text.add_stop_token(token)
+                sequence.finish("stop")
+                continue
             if sequence.text.add(token):
                 sequence.finish("stop")
             elif len(sequence.text.token_ids) >= sequence.params.max_tokens:

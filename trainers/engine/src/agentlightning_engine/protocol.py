@@ -53,7 +53,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
-    #: vLLM's extra stop condition: token ids that end a choice (left out of its ``token_ids``, like EOS).
+    #: vLLM's extra stop condition: token ids that end a choice (the last of its ``token_ids``, like EOS; no text).
     stop_token_ids: list[int] | None = None
     n: int = Field(default=1, ge=1, le=64)
     seed: int | None = None
@@ -146,9 +146,9 @@ class ResponseMessage(BaseModel):
 
 
 class Choice(BaseModel):
-    """One completion of a request. ``token_ids`` are exactly the generated tokens (EOS and stop tokens left out),
-    and ``message.content == tokenizer.decode(token_ids, skip_special_tokens=True)`` unless tool calls were parsed
-    out of it."""
+    """One completion of a request. ``token_ids`` are exactly the generated tokens, ending with the EOS or stop token
+    that ended the choice (as in vLLM), and ``message.content == tokenizer.decode(token_ids, skip_special_tokens=True)``
+    unless tool calls were parsed out of it (or a stop token that is not a special token ended it)."""
 
     index: int
     message: ResponseMessage

@@ -1,7 +1,9 @@
 """The text of one choice as its tokens arrive: stop strings, and how much of it may be streamed yet.
 
 One rule holds throughout: the text of a choice is ``tokenizer.decode(token_ids, skip_special_tokens=True)``,
-so a gateway can check that the token ids it records are the text the agent got. Two consequences:
+so a gateway can check that the token ids it records are the text the agent got. (The EOS or stop token that
+ends a choice is the last of its ``token_ids``, as in vLLM, and adds no text: EOS is a special token, and a
+stop token named in ``stop_token_ids`` is left out of the text whatever it is.) Two consequences:
 
 - A stop string ends the choice at the last token boundary before it: tokens that complete (or contain
   the start of) the stop string are left out, together with any text they carry before the stop string
@@ -60,6 +62,10 @@ class ChoiceText:
         del self.token_ids[keep:]
         self.text = self._decode(keep)
         return True
+
+    def add_stop_token(self, token_id: int) -> None:
+        """Append the EOS / stop token that ends the choice: kept in the token ids, adding no text."""
+        self.token_ids.append(token_id)
 
     def _held_length(self) -> int:
         """How much of the end of the text might still turn into a stop string or a hold marker."""
