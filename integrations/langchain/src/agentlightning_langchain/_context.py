@@ -1,0 +1,166 @@
+"""Which recorded LangChain run is current, for what happens inside it but outside LangChain's callbacks.
+
+Two things need the run a piece of code executes in, and LangChain tells neither:
+
+- **Emitted rewards** (``agl.emit_reward`` inside a tool or a LangGraph node) become children of the current
+  OpenTelemetry span. So a run's span is made current when the run starts: LangChain calls a run's start
+  callback in the context its body then runs in (or copies from), so the body sees the span.
+- **The join with the gateway.** ``ChatOpenAI`` drops the response id of a streamed answer (it keeps only the
+  deltas), so the gateway's span of a streamed call cannot be paired by ``gen_ai.response.id``. Instead, every
+  request the ``openai`` client makes inside a recorded run carries the run's W3C ``traceparent`` header; the
+  gateway records it as ``agentlightning.llm.caller_traceparent`` and the trajectory adapter pairs its span with
+  the LLM-call span it names, streamed or not, however many calls run in parallel.
+
+LangChain calls a run's start callback in the context its body runs in, but often its end callback in a copy of
+that context (LangGraph does for nodes and graphs), so a run that ends cannot restore what was current before it
+where it matters. Instead, what is set current is a live view of the run: while the run is open it is the run's
+span; once it has ended it is the innermost enclosing run that is still open (or, past the outermost, the span that
+was current before it). Whatever context still holds an ended run sees the right span without being told.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, TraceFlags
+
+from agentlightning.tracer import OpenSpan
+
+__all__ = ["Run", "current_run", "enter", "leave", "propagate_traceparent"]
+
+log = logging.getLogger("agentlightning.langchain")
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+class Run:
+    """One LangChain run being recorded: its open span, and the run that was current when it started."""
+
+    __slots__ = ("context", "ended", "outer_run", "outer_span", "own", "span")
+
+    def __init__(self, span: OpenSpan, own: bool = True) -> None:
+        self.span = span
+        # False for a run LangChain marks hidden: it stands for its parent's span, so its children hang there.
+        self.own = own
+        self.ended = False
+        self.outer_run: Run | None = None
+        self.outer_span: trace.Span | None = None
+        self.context: SpanContext | None = None
+
+
+def _live(run: Run | None) -> Run | None:
+    """``run`` if it is open, else the innermost open run it started in (``None`` when they have all ended)."""
+    while run is not None and run.ended:
+        run = run.outer_run
+    return run
+
+
+class _RunSpan(NonRecordingSpan):
+    """The current OpenTelemetry span while a run is current: the live view described in the module docs."""
+
+    def __init__(self, run: Run, context: SpanContext) -> None:
+        super().__init__(context)
+        self._run = run
+
+    def get_span_context(self) -> SpanContext:
+        run = self._run
+        while run.ended:
+            outer = run.outer_run
+            if outer is None:
+                return run.outer_span.get_span_context() if run.outer_span is not None else INVALID_SPAN_CONTEXT
+            run = outer
+        return run.context if run.context is not None else INVALID_SPAN_CONTEXT
+
+
+def _settled(span: trace.Span) -> trace.Span:
+    """``span``, or if it is the view of runs that have all ended, the span that was current before them: what a
+    run stores to fall back on, so that runs made one after another in one context never chain up."""
+    while isinstance(span, _RunSpan):
+        run = span._run
+        while run.ended and run.outer_run is not None:
+            run = run.outer_run
+        if not run.ended or run.outer_span is None:
+            return span
+        span = run.outer_span
+    return span
+
+
+_CURRENT: ContextVar[Run | None] = ContextVar("agentlightning_langchain_run", default=None)
+
+
+def current_run() -> Run | None:
+    """The innermost open recorded run that is current here, if any."""
+    return _live(_CURRENT.get())
+
+
+def enter(run: Run) -> None:
+    """Make ``run`` the current run, and its span the current OpenTelemetry span, in this context."""
+    span = run.span
+    run.outer_run = _live(_CURRENT.get())
+    if run.outer_run is None:
+        run.outer_span = _settled(trace.get_current_span())
+    run.context = SpanContext(int(span.trace_id, 16), int(span.span_id, 16), is_remote=False, trace_flags=_SAMPLED)
+    otel_context.attach(trace.set_span_in_context(_RunSpan(run, run.context)))
+    _CURRENT.set(run)
+
+
+def leave(run: Run) -> None:
+    """Mark ``run`` ended: wherever it is still current, its enclosing open run now is."""
+    run.ended = True
+    if _CURRENT.get() is run:  # ended where it started (a plain call): put back what was current before
+        outer = _live(run.outer_run)
+        _CURRENT.set(outer)
+        if outer is not None and outer.context is not None:
+            otel_context.attach(trace.set_span_in_context(_RunSpan(outer, outer.context)))
+        elif run.outer_span is not None:
+            otel_context.attach(trace.set_span_in_context(run.outer_span))
+
+
+_propagating = False
+
+
+def propagate_traceparent() -> None:
+    """Make every request of the ``openai`` client carry the current recorded run's ``traceparent`` (once per
+    process; only once ``openai`` is imported, which any OpenAI-compatible LangChain chat model has done by the time
+    it starts a call).
+
+    The header is added where the client builds a request's headers (``BaseClient._build_headers``, the same in
+    openai 1.x to 3.x), so it works for sync and async clients, streamed or not, over any HTTP client; outside a
+    recorded run, or where the caller set its own ``traceparent``, requests are left as they are.
+    """
+    global _propagating
+    if _propagating or "openai" not in sys.modules:
+        return
+    _propagating = True
+    try:
+        from openai._base_client import BaseClient
+    except ImportError:
+        log.warning("openai is imported but has no BaseClient: streamed LLM calls are joined by response id only.")
+        return
+    original = getattr(BaseClient, "_build_headers", None)
+    if original is None:
+        log.warning(
+            "openai %s has no BaseClient._build_headers: LLM calls send no traceparent, so streamed calls "
+            "(whose response id LangChain drops) are not joined with the gateway's spans.",
+            getattr(sys.modules["openai"], "__version__", "?"),
+        )
+        return
+
+    @functools.wraps(original)
+    def _build_headers(self: Any, *args: Any, **kwargs: Any) -> Any:
+        headers = original(self, *args, **kwargs)
+        try:
+            run = _live(_CURRENT.get())
+            if run is not None and "traceparent" not in headers:
+                headers["traceparent"] = run.span.traceparent
+        except Exception:
+            log.exception("Could not add the traceparent header to an openai request")
+        return headers
+
+    BaseClient._build_headers = _build_headers  # type: ignore[method-assign]
