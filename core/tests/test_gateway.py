@@ -254,3 +254,31 @@ def test_an_unreachable_upstream_is_a_502_recorded_in_the_rollout(store: agl.Sql
             call.status.status_code == agl.StatusCode.ERROR
             and call.attributes[semconv.ERROR_TYPE] == "upstream_unreachable"
         )
+
+
+def test_propagated_traceparent_nests_gateway_calls_under_the_callers_span(
+    gateway: agl.Gateway, store: agl.SqliteStore
+) -> None:
+    """With ``propagate_traceparent``, an openai call made inside an operation carries that span as its parent."""
+    from agentlightning.tracer import propagate_traceparent
+
+    assert propagate_traceparent()  # openai is imported here
+
+    @agl.rollout
+    def agent(task: str, llm: agl.LLM) -> float:
+        client = openai.OpenAI(base_url=llm.base_url, api_key="unused")
+        with agl.operation(name="plan"):
+            client.chat.completions.create(model=llm.model, messages=[{"role": "user", "content": task}])
+        return 1.0
+
+    outside = openai.OpenAI(base_url=gateway.url, api_key="unused").chat.completions.with_raw_response.create(
+        model="m", messages=[{"role": "user", "content": "no rollout"}]
+    )
+    assert outside.http_request.headers.get("traceparent") is None  # outside a rollout, requests are left alone
+
+    result = agl.Trainer(store=store, initial_resources={"llm": gateway.llm("m")}).dev(agent, ["hi"])
+    spans = asyncio.run(store.query_spans(result.rollouts[0][0].rollout_id))
+    (call,) = llm_spans(spans)
+    (plan,) = [s for s in spans if s.attributes.get(semconv.AGL_OPERATION_NAME) == "plan"]
+    assert (call.trace_id, call.parent_id) == (plan.trace_id, plan.span_id)
+    assert str(call.attributes[semconv.AGL_CALLER_TRACEPARENT]).startswith(f"00-{plan.trace_id}-{plan.span_id}-")

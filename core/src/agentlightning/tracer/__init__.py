@@ -13,6 +13,7 @@ from agentlightning.tracer.emit import (
     reward_computation,
     set_emitters_outside_rollout,
 )
+from agentlightning.tracer.propagation import propagate_traceparent
 from agentlightning.tracer.spans import OpenSpan, begin_span
 from agentlightning.tracer.tracer import Tracer, otel_tracer
 
@@ -30,6 +31,7 @@ __all__ = [
     "emit_reward",
     "operation",
     "otel_tracer",
+    "propagate_traceparent",
     "reward_computation",
     "set_emitters_outside_rollout",
 ]

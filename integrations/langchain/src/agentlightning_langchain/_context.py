@@ -7,7 +7,8 @@ Two things need the run a piece of code executes in, and LangChain tells neither
   callback in the context its body then runs in (or copies from), so the body sees the span.
 - **The join with the gateway.** ``ChatOpenAI`` drops the response id of a streamed answer (it keeps only the
   deltas), so the gateway's span of a streamed call cannot be paired by ``gen_ai.response.id``. Instead, every
-  request the ``openai`` client makes inside a recorded run carries the run's W3C ``traceparent`` header; the
+  request the ``openai`` client makes inside a recorded run carries the current span's W3C ``traceparent``
+  header (``agentlightning.tracer.propagate_traceparent``, in the core); with the LLM call's span current, the
   gateway records it as ``agentlightning.llm.caller_traceparent`` and the trajectory adapter pairs its span with
   the LLM-call span it names, streamed or not, however many calls run in parallel.
 
@@ -20,11 +21,7 @@ was current before it). Whatever context still holds an ended run sees the right
 
 from __future__ import annotations
 
-import functools
-import logging
-import sys
 from contextvars import ContextVar
-from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -32,9 +29,7 @@ from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanCont
 
 from agentlightning.tracer import OpenSpan
 
-__all__ = ["Run", "current_run", "enter", "leave", "propagate_traceparent"]
-
-log = logging.getLogger("agentlightning.langchain")
+__all__ = ["Run", "current_run", "enter", "leave"]
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
@@ -120,47 +115,3 @@ def leave(run: Run) -> None:
             otel_context.attach(trace.set_span_in_context(_RunSpan(outer, outer.context)))
         elif run.outer_span is not None:
             otel_context.attach(trace.set_span_in_context(run.outer_span))
-
-
-_propagating = False
-
-
-def propagate_traceparent() -> None:
-    """Make every request of the ``openai`` client carry the current recorded run's ``traceparent`` (once per
-    process; only once ``openai`` is imported, which any OpenAI-compatible LangChain chat model has done by the time
-    it starts a call).
-
-    The header is added where the client builds a request's headers (``BaseClient._build_headers``, the same in
-    openai 1.x to 3.x), so it works for sync and async clients, streamed or not, over any HTTP client; outside a
-    recorded run, or where the caller set its own ``traceparent``, requests are left as they are.
-    """
-    global _propagating
-    if _propagating or "openai" not in sys.modules:
-        return
-    _propagating = True
-    try:
-        from openai._base_client import BaseClient
-    except ImportError:
-        log.warning("openai is imported but has no BaseClient: streamed LLM calls are joined by response id only.")
-        return
-    original = getattr(BaseClient, "_build_headers", None)
-    if original is None:
-        log.warning(
-            "openai %s has no BaseClient._build_headers: LLM calls send no traceparent, so streamed calls "
-            "(whose response id LangChain drops) are not joined with the gateway's spans.",
-            getattr(sys.modules["openai"], "__version__", "?"),
-        )
-        return
-
-    @functools.wraps(original)
-    def _build_headers(self: Any, *args: Any, **kwargs: Any) -> Any:
-        headers = original(self, *args, **kwargs)
-        try:
-            run = _live(_CURRENT.get())
-            if run is not None and "traceparent" not in headers:
-                headers["traceparent"] = run.span.traceparent
-        except Exception:
-            log.exception("Could not add the traceparent header to an openai request")
-        return headers
-
-    BaseClient._build_headers = _build_headers  # type: ignore[method-assign]

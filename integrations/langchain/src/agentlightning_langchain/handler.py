@@ -15,10 +15,10 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from agentlightning import semconv
-from agentlightning.tracer import begin_span
+from agentlightning.tracer import begin_span, propagate_traceparent
 from agentlightning.types import SpanKind
 from agentlightning_langchain import _messages
-from agentlightning_langchain._context import Run, enter, leave, propagate_traceparent
+from agentlightning_langchain._context import Run, enter, leave
 
 __all__ = [
     "LightningCallbackHandler",

@@ -1,0 +1,77 @@
+"""W3C ``traceparent`` on the ``openai`` client's requests, so the gateway's span of a call joins the caller's.
+
+The gateway records the ``traceparent`` header of each call as ``agentlightning.llm.caller_traceparent``; the
+trajectory adapter then treats the caller's span as the gateway span's parent, and pairs the two when the caller's
+span is an integration's record of the same LLM call (streamed answers included, whose response id frameworks
+often drop). :func:`propagate_traceparent` makes every request the ``openai`` client sends inside an active
+rollout carry the current OpenTelemetry span as that header.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Any
+
+from agentlightning.tracer._context import ACTIVE
+
+__all__ = ["propagate_traceparent"]
+
+log = logging.getLogger("agentlightning.tracer")
+
+_installed = False
+
+
+def current_traceparent() -> str | None:
+    """The current OpenTelemetry span as a ``traceparent`` header inside an active rollout, else ``None``."""
+    if ACTIVE.get() is None:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def propagate_traceparent() -> bool:
+    """Make every request of the ``openai`` client carry the current span's ``traceparent`` inside a rollout.
+
+    Installed once per process, and only once ``openai`` is imported (returns whether it is installed). The
+    header is added where the client builds a request's headers (``BaseClient._build_headers``, the same in openai
+    1.x to 3.x), so it covers sync and async clients, streamed or not, over any HTTP client. Outside a rollout,
+    or where the caller set its own ``traceparent``, requests are left as they are.
+    """
+    global _installed
+    if _installed:
+        return True
+    if "openai" not in sys.modules:
+        return False
+    _installed = True
+    try:
+        from openai._base_client import BaseClient
+    except ImportError:
+        log.warning("openai is imported but has no BaseClient: LLM calls carry no traceparent for the gateway.")
+        return False
+    original = getattr(BaseClient, "_build_headers", None)
+    if original is None:
+        log.warning(
+            "openai %s has no BaseClient._build_headers: LLM calls carry no traceparent, so the gateway's spans "
+            "of streamed calls (whose response id frameworks drop) are not joined with the callers' spans.",
+            getattr(sys.modules["openai"], "__version__", "?"),
+        )
+        return False
+
+    @functools.wraps(original)
+    def _build_headers(self: Any, *args: Any, **kwargs: Any) -> Any:
+        headers = original(self, *args, **kwargs)
+        try:
+            if "traceparent" not in headers and (traceparent := current_traceparent()) is not None:
+                headers["traceparent"] = traceparent
+        except Exception:
+            log.exception("Could not add the traceparent header to an openai request")
+        return headers
+
+    BaseClient._build_headers = _build_headers  # type: ignore[method-assign]
+    return True
