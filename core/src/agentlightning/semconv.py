@@ -24,6 +24,15 @@ GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
 GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
 GEN_AI_REQUEST_STOP_SEQUENCES = "gen_ai.request.stop_sequences"
 GEN_AI_REQUEST_CHOICE_COUNT = "gen_ai.request.choice.count"
+#: OpenAI request parameters and the attribute each is recorded as (gateway and integrations alike).
+GEN_AI_REQUEST_PARAMETERS = {
+    "temperature": GEN_AI_REQUEST_TEMPERATURE,
+    "top_p": GEN_AI_REQUEST_TOP_P,
+    "max_tokens": GEN_AI_REQUEST_MAX_TOKENS,
+    "max_completion_tokens": GEN_AI_REQUEST_MAX_TOKENS,
+    "seed": GEN_AI_REQUEST_SEED,
+    "n": GEN_AI_REQUEST_CHOICE_COUNT,
+}
 
 # --- OpenTelemetry GenAI: response and usage -----------------------------------------------------
 GEN_AI_RESPONSE_ID = "gen_ai.response.id"

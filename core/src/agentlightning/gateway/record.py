@@ -10,15 +10,6 @@ from agentlightning import semconv
 
 __all__ = ["request_attributes", "response_attributes", "StreamAssembler", "parse_traceparent"]
 
-_SAMPLING = {
-    "temperature": semconv.GEN_AI_REQUEST_TEMPERATURE,
-    "top_p": semconv.GEN_AI_REQUEST_TOP_P,
-    "max_tokens": semconv.GEN_AI_REQUEST_MAX_TOKENS,
-    "max_completion_tokens": semconv.GEN_AI_REQUEST_MAX_TOKENS,
-    "seed": semconv.GEN_AI_REQUEST_SEED,
-    "n": semconv.GEN_AI_REQUEST_CHOICE_COUNT,
-}
-
 
 def _dumps(value: Any) -> str:
     return to_json(value).decode()
@@ -56,7 +47,7 @@ def request_attributes(body: dict[str, Any], operation: str) -> dict[str, Any]:
     }
     if isinstance(body.get("model"), str):
         attributes[semconv.GEN_AI_REQUEST_MODEL] = body["model"]
-    for key, name in _SAMPLING.items():
+    for key, name in semconv.GEN_AI_REQUEST_PARAMETERS.items():
         value = body.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             attributes[name] = value

@@ -34,15 +34,6 @@ _ROLES = {
     "FunctionMessageChunk": "function",
 }
 
-_SAMPLING = {
-    "temperature": semconv.GEN_AI_REQUEST_TEMPERATURE,
-    "top_p": semconv.GEN_AI_REQUEST_TOP_P,
-    "max_tokens": semconv.GEN_AI_REQUEST_MAX_TOKENS,
-    "max_completion_tokens": semconv.GEN_AI_REQUEST_MAX_TOKENS,
-    "seed": semconv.GEN_AI_REQUEST_SEED,
-    "n": semconv.GEN_AI_REQUEST_CHOICE_COUNT,
-}
-
 
 def dumps(value: Any) -> str:
     """JSON text of ``value``; what JSON cannot hold (a document, a dataclass…) is written as its ``str``."""
@@ -102,7 +93,7 @@ def request_attributes(
     model = params.get("model") or params.get("model_name") or (metadata.get("ls_model_name") if metadata else None)
     if isinstance(model, str):
         attributes[semconv.GEN_AI_REQUEST_MODEL] = model
-    for key, name in _SAMPLING.items():
+    for key, name in semconv.GEN_AI_REQUEST_PARAMETERS.items():
         value = params.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             attributes[name] = value

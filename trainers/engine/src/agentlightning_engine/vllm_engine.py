@@ -29,6 +29,7 @@ from typing import IO, Any
 from agentlightning.server.serve import is_loopback
 from agentlightning_engine.errors import EngineError
 from agentlightning_engine.model_folder import hf_model_folder
+from agentlightning_engine.vllm_worker import VLLMWorkerExtension
 
 __all__ = ["VLLMEngine", "VLLMWorkerExtension"]
 
@@ -424,28 +425,6 @@ class VLLMEngine:
             raise EngineError(
                 f"The vLLM server at {self._base} did not answer {method} {path}: {reason}.{state}" + self._log_tail()
             ) from exc
-
-
-class VLLMWorkerExtension:
-    """Methods VLLMEngine adds to vLLM's workers (``--worker-extension-cls``), called over ``/collective_rpc``.
-
-    They run inside vLLM's worker processes, where ``self`` is vLLM's worker.
-    """
-
-    def agl_reload_weights(self, weights_path: str) -> None:
-        """vLLM's in-place ``reload_weights`` from a ``save_pretrained`` folder, then the tied output layer is
-        prepared again: vLLM's CPU build computes logits from a packed copy of ``lm_head``, which its reload
-        leaves stale when ``lm_head`` is the embedding matrix (SmolLM2 and most small models tie them)."""
-        worker: Any = self
-        vllm_config = importlib.import_module("vllm.config")
-        with vllm_config.set_current_vllm_config(worker.vllm_config):
-            worker.model_runner.reload_weights(weights_path=weights_path)
-            model = worker.model_runner.get_model()
-            lm_head = getattr(model, "lm_head", None)
-            tied = getattr(getattr(model, "config", None), "tie_word_embeddings", False)
-            on_cpu = importlib.import_module("vllm.platforms").current_platform.is_cpu()  # GPUs use lm_head as is
-            if on_cpu and tied and lm_head is not None and getattr(lm_head, "quant_method", None) is not None:
-                lm_head.quant_method.process_weights_after_loading(lm_head)
 
 
 _EXTENSION = f"{VLLMWorkerExtension.__module__}.{VLLMWorkerExtension.__qualname__}"
