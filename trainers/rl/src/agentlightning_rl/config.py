@@ -1,9 +1,10 @@
 # The formulas are written in their papers' notation (Greek letters, ×, ℓ).
 """LightningRL's configuration: every number that changes what is learned, with its default.
 
-Read top to bottom, the fields follow the algorithm: runtime rewards (off by default) → credit
-assignment (rewards → per-call returns) → advantages (returns → group-relative advantages) → loss
-(clipped policy gradient, KL, aggregation) → optimisation (learning rate, micro-batches, LoRA).
+Read top to bottom, the fields follow the algorithm: the loop (iterations, tasks per iteration,
+validation) → runtime rewards (off by default) → credit assignment (rewards → per-call returns) →
+advantages (returns → group-relative advantages) → loss (clipped policy gradient, KL, aggregation) →
+optimisation (learning rate, micro-batches, LoRA).
 """
 
 from __future__ import annotations
@@ -105,6 +106,16 @@ class LightningRLConfig:
     """Every setting of LightningRL. Invalid values raise :class:`ConfigError` naming the field.
 
     Attributes:
+        iterations: training iterations; each runs ``group_size`` rollouts of ``tasks_per_iteration`` tasks and
+            takes one optimizer step on them.
+        tasks_per_iteration: training tasks per iteration, taken in a shuffled order (reshuffled every pass).
+        validate_every: run the validation set every this many iterations (and always before the first and
+            after the last); 0 validates only before and after.
+        checkpoint_every: save a resumable checkpoint every this many iterations (and after the last) when a
+            checkpoint folder is given; 0 saves only after the last.
+        seed: seeds the task order and torch (sampling in the engine, dropout).
+        success_threshold: a rollout whose final reward is at least this counts as a success (the accuracy
+            the progress bar and the metrics report).
         agents: whose LLM calls are trained (``None``: every call); the others are the environment.
         runtime_rewards: rules turning tool errors, exceptions and annotations into intermediate rewards;
             ``None`` (default) adds none.
@@ -135,6 +146,12 @@ class LightningRLConfig:
         lora: LoRA settings; ``None`` trains every weight.
     """
 
+    iterations: int = 20
+    tasks_per_iteration: int = 8
+    validate_every: int = 5
+    checkpoint_every: int = 5
+    seed: int = 0
+    success_threshold: float = 1.0
     agents: AgentSelector = None
     runtime_rewards: RuntimeRewardRules | None = None
     credit: CreditMode = "identical"
@@ -157,6 +174,13 @@ class LightningRLConfig:
     lora: LoraSettings | None = None
 
     def __post_init__(self) -> None:
+        for name in ("iterations", "tasks_per_iteration"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"LightningRLConfig.{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("validate_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"LightningRLConfig.{name} must be 0 or more, got {getattr(self, name)}.")
+        _finite("LightningRLConfig.success_threshold", self.success_threshold)
         _choice("credit", self.credit, CreditMode)
         _choice("loss_aggregation", self.loss_aggregation, LossAggregation)
         if not (math.isfinite(self.gamma) and 0 < self.gamma <= 1):

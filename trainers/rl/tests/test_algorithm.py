@@ -1,0 +1,183 @@
+"""LightningRL's loop through the whole stack: runner, gateway, engine (a tiny random model), store, adapter,
+optimizer; its files (metrics, plot, checkpoint) and resuming; and the errors that stop a run that cannot learn."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from agentlightning_engine import TransformersEngine
+from agentlightning_engine.testing import save_tiny_model
+from agentlightning_rl import LightningRL, LightningRLConfig, NothingToTrain
+from openai import AsyncOpenAI, OpenAI
+
+import agentlightning as agl
+
+PROMPTS = [{"prompt": f"Say something {i}"} for i in range(16)]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture
+def engine(tiny_folder: Path) -> Iterator[TransformersEngine]:
+    with TransformersEngine(str(tiny_folder)) as engine:  # fresh weights for every test: training changes them
+        yield engine
+
+
+async def _ask(llm: agl.LLM, prompt: str, max_tokens: int) -> str:
+    client = AsyncOpenAI(base_url=llm.base_url, api_key="unused")
+    reply = await client.chat.completions.create(
+        model=llm.model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=1.0
+    )
+    return reply.choices[0].message.content or ""
+
+
+def _favourite_first_word(engine: TransformersEngine) -> str:
+    """The untrained model's most frequent first token over the prompts, sampled: a word it says now and then."""
+    torch.manual_seed(0)
+    with engine.serve(port=0) as server:
+        client = OpenAI(base_url=server.url, api_key="unused")
+        firsts = [
+            client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": task["prompt"]}], max_tokens=1, temperature=1.0
+            )
+            .choices[0]
+            .message.content
+            or ""
+            for task in PROMPTS * 3
+        ]
+    return Counter(firsts).most_common(1)[0][0]
+
+
+def _fit(engine: TransformersEngine, config: LightningRLConfig, agent: Any, val: Any = None, **kwargs: Any) -> Any:
+    algorithm = LightningRL(engine, config, sampling={"temperature": 1.0}, progress=False, **kwargs)
+    trainer = agl.Trainer(algorithm=algorithm, store=agl.InMemoryStore(), max_concurrency=32)
+    return trainer.fit(agent, PROMPTS, val)
+
+
+def test_training_raises_the_reward_of_saying_a_target_word(engine: TransformersEngine) -> None:
+    target = _favourite_first_word(engine)
+
+    @agl.rollout
+    async def say_target(task: dict[str, Any], llm: agl.LLM) -> float:
+        return 1.0 if (await _ask(llm, task["prompt"], max_tokens=4)).startswith(target) else 0.0
+
+    config = LightningRLConfig(
+        iterations=8, tasks_per_iteration=4, group_size=4, learning_rate=3e-3, validate_every=0, seed=0
+    )
+    result = _fit(engine, config, say_target, val=PROMPTS)
+
+    before, after = result.initial_validation, result.final_validation
+    assert (before.iteration, after.iteration) == (0, 8)
+    assert before.rollouts == after.rollouts == len(PROMPTS)
+    # The untrained model starts the reply with that word in about 1 of 16 prompts; training makes it most of
+    # its first choices on many prompts.
+    assert after.success_rate >= before.success_rate + 0.25, (before, after)
+    assert len(result.history) == 8
+    trained = [r for r in result.history if r.sequences]
+    assert trained, "no iteration took a step"
+    assert all(r.rollouts == 16 and r.failed_rollouts == 0 for r in result.history)
+    # One call per rollout, four completion tokens at most per call (EOS included when it stops early).
+    assert all(r.trained_tokens <= 4 * r.sequences for r in trained)
+    assert all(r.grad_norm is not None and r.grad_norm > 0 for r in trained)
+
+
+@agl.rollout
+async def _chatter(task: dict[str, Any], llm: agl.LLM) -> float:
+    text = await _ask(llm, task["prompt"], max_tokens=3)
+    return sum(c in "aeiou" for c in text) / max(len(text), 1)
+
+
+def test_metrics_plot_and_checkpoint_files_and_resume(
+    engine: TransformersEngine, tiny_folder: Path, tmp_path: Path
+) -> None:
+    files = {"metrics_dir": tmp_path / "metrics", "checkpoint_dir": tmp_path / "checkpoint"}
+    config = LightningRLConfig(iterations=2, tasks_per_iteration=2, group_size=2, validate_every=1, seed=0)
+    first = _fit(engine, config, _chatter, val=PROMPTS[:4], **files)
+
+    assert [v.iteration for v in first.validations] == [0, 1, 2]
+    with (tmp_path / "metrics" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows] == [1, 2]
+    assert float(rows[0]["reward_mean"]) == pytest.approx(first.history[0].reward_mean, abs=1e-6)
+    with (tmp_path / "metrics" / "validation.csv").open() as f:
+        assert [int(r["iteration"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    assert (tmp_path / "metrics" / "curve.png").read_bytes().startswith(b"\x89PNG")
+    assert list((tmp_path / "metrics" / "tensorboard").glob("events.out.tfevents.*"))
+    assert first.checkpoint == tmp_path / "checkpoint" / "latest"
+    saved = {name: p.detach().clone() for name, p in engine.model.named_parameters()}
+
+    # A new process would load the untrained model again, then the checkpoint over it.
+    with TransformersEngine(str(tiny_folder)) as fresh:
+        assert not torch.equal(next(fresh.model.parameters()), next(iter(saved.values())))
+        longer = LightningRLConfig(iterations=3, tasks_per_iteration=2, group_size=2, validate_every=1, seed=0)
+        resumed = _fit(fresh, longer, _chatter, val=PROMPTS[:4], resume=True, **files)
+        # The first two iterations come from the checkpoint; only the third ran.
+        assert resumed.history[:2] == first.history
+        assert [r.iteration for r in resumed.history] == [1, 2, 3]
+        assert [v.iteration for v in resumed.validations] == [0, 1, 2, 3]
+    with (tmp_path / "metrics" / "metrics.csv").open() as f:
+        assert [int(r["iteration"]) for r in csv.DictReader(f)] == [1, 2, 3]
+
+
+def test_resume_loads_the_checkpointed_weights(engine: TransformersEngine, tiny_folder: Path, tmp_path: Path) -> None:
+    config = LightningRLConfig(iterations=1, tasks_per_iteration=2, group_size=2, seed=0, skip_equal_groups=False)
+    _fit(engine, config, _chatter, checkpoint_dir=tmp_path)
+    trained = {name: p.detach().clone() for name, p in engine.model.named_parameters()}
+    with TransformersEngine(str(tiny_folder)) as fresh:
+        # Nothing left to run: loading the checkpoint is all this run does.
+        _fit(fresh, config, _chatter, checkpoint_dir=tmp_path, resume=True)
+        for name, p in fresh.model.named_parameters():
+            assert torch.equal(p, trained[name]), name
+
+
+def test_an_agent_that_never_calls_the_llm_stops_the_run_with_the_reason(engine: TransformersEngine) -> None:
+    @agl.rollout
+    async def no_llm(task: dict[str, Any], llm: agl.LLM) -> float:
+        return 1.0
+
+    with pytest.raises(NothingToTrain, match="recorded no LLM call"):
+        _fit(engine, LightningRLConfig(iterations=2, tasks_per_iteration=2, group_size=2), no_llm)
+
+
+def test_every_rollout_failing_stops_the_run_with_a_rollout_to_look_at(engine: TransformersEngine) -> None:
+    @agl.rollout
+    async def broken(task: dict[str, Any], llm: agl.LLM) -> float:
+        raise RuntimeError("the agent is broken")
+
+    with pytest.raises(NothingToTrain, match=r"Every rollout of iteration 1 failed.*agl runs show"):
+        _fit(engine, LightningRLConfig(iterations=2, tasks_per_iteration=2, group_size=2), broken)
+
+
+def test_only_the_selected_agents_calls_are_trained(engine: TransformersEngine) -> None:
+    @agl.rollout
+    async def two_agents(task: dict[str, Any], llm: agl.LLM) -> float:
+        text = await _ask(llm.for_agent("writer"), task["prompt"], max_tokens=3)
+        await _ask(llm.for_agent("checker"), text, max_tokens=2)
+        return sum(c in "aeiou" for c in text) / max(len(text), 1)
+
+    config = LightningRLConfig(iterations=2, tasks_per_iteration=2, group_size=2, agents=["writer"], seed=0)
+    result = _fit(engine, config, two_agents)
+    for record in result.history:
+        # Each rollout made one writer call and one checker call; only the writer's are trained, and every
+        # group of distinct rewards contributes its rollouts' writer calls.
+        trained_rollouts = (2 - record.skipped_groups) * 2
+        assert record.sequences == trained_rollouts
+
+
+def test_a_non_transformers_engine_is_refused_with_what_works() -> None:
+    with pytest.raises(TypeError, match="TransformersEngine"):
+        LightningRL(object())
+
+
+def test_resume_without_a_checkpoint_folder_is_refused(engine: TransformersEngine) -> None:
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        LightningRL(engine, resume=True)
