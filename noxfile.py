@@ -74,6 +74,8 @@ def e2e(session: nox.Session) -> None:
         "-e",
         "trainers/engine[test]",
         "-e",
+        "trainers/rl",
+        "-e",
         "integrations/langchain",
         "langgraph>=1.0,<2",
         "langchain-openai>=1.0,<2",

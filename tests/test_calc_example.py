@@ -9,6 +9,7 @@ Everything listens on 127.0.0.1; nothing reaches the internet.
 from __future__ import annotations
 
 import asyncio
+import csv
 import importlib.util
 import os
 import re
@@ -267,3 +268,35 @@ def test_the_script_runs_the_agent_and_reports_the_success_rate(tiny_model: Path
     assert "3 rollouts (0 failed), 6 LLM calls (3 solver, 3 answer), 6 with token ids" in out
     assert re.search(r"success rate: \d/3 = ", out)
     assert f"The store is {tmp_path / 'calc.db'}" in out
+
+
+def test_the_training_script_trains_validates_and_says_where_its_files_are(tiny_model: Path, tmp_path: Path) -> None:
+    # The README's quick-start, shrunk: two iterations of two tasks on the tiny model.
+    arguments = ["--model", str(tiny_model), "--iterations", "2", "--tasks-per-iteration", "2", "--group-size", "2"]
+    arguments += ["--val-tasks", "3", "--validate-every", "1", "--max-tokens", str(MAX_TOKENS), "--out", "run"]
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE / "train.py"), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    out, run = result.stdout, tmp_path / "run"
+    assert re.search(r"validation accuracy before training: \d+\.\d% \(3 tasks\)", out)
+    assert re.search(r"validation accuracy after 2 iterations: \d+\.\d% \([+-]\d+\.\d points\)", out)
+    # A line per validation as it happens; the progress bar on stderr.
+    assert "validation of the untrained model: success" in out
+    assert "validation after iteration 1: success" in out
+    assert re.search(r"LightningRL: 100%.* 2/2 .*reward=", result.stderr)
+    for line, path in (
+        ("plot:", run / "metrics" / "curve.png"),
+        ("metrics:", run / "metrics" / "metrics.csv"),
+        ("store:", run / "runs.db"),
+        ("checkpoint:", run / "checkpoint" / "latest"),
+    ):
+        assert f"{line}" in out and str(path) in out
+        assert path.exists(), path
+    with (run / "metrics" / "metrics.csv").open() as f:
+        assert [row["iteration"] for row in csv.DictReader(f)] == ["1", "2"]

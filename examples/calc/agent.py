@@ -22,10 +22,13 @@ never calls one; two plain calls work with any chat model.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
+import weakref
 from typing import Any, TypedDict
 
+import openai
 from agentlightning_langchain import LightningCallbackHandler
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -52,11 +55,30 @@ class CalcState(TypedDict, total=False):
     answer: str
 
 
+_SYNC_HTTP_CLIENT: Any = None
+_ASYNC_HTTP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+
+def _http_clients() -> tuple[Any, Any]:
+    """One HTTP client (sync) and one per event loop (async) for every model of every rollout. Left to itself,
+    ``ChatOpenAI`` caches its clients by base URL, and each rollout's gateway URL is its own: it would build two new
+    clients, each loading the TLS certificates, for every node of every rollout (~10 ms of CPU each time)."""
+    global _SYNC_HTTP_CLIENT
+    if _SYNC_HTTP_CLIENT is None:
+        _SYNC_HTTP_CLIENT = openai.DefaultHttpxClient()
+    loop = asyncio.get_running_loop()
+    client = _ASYNC_HTTP_CLIENTS.get(loop)
+    if client is None:
+        client = _ASYNC_HTTP_CLIENTS[loop] = openai.DefaultAsyncHttpxClient()
+    return _SYNC_HTTP_CLIENT, client
+
+
 def chat_model(llm: agl.LLM, agent: str, max_tokens: int) -> ChatOpenAI:
     """A chat model on ``llm`` whose calls the gateway attributes to ``agent``, sampling as the resource says
     (``temperature``, ``top_p``; its ``max_tokens``, if any, caps the node's own ``max_tokens``)."""
     sampling = llm.sampling_parameters
     temperature, top_p, cap = sampling.get("temperature"), sampling.get("top_p"), sampling.get("max_tokens")
+    http_client, http_async_client = _http_clients()
     return ChatOpenAI(
         base_url=llm.for_agent(agent).base_url,
         model=llm.model,
@@ -66,6 +88,8 @@ def chat_model(llm: agl.LLM, agent: str, max_tokens: int) -> ChatOpenAI:
         temperature=float(temperature) if isinstance(temperature, int | float) else None,
         top_p=float(top_p) if isinstance(top_p, int | float) else None,
         max_retries=0,  # a failed call fails the rollout, as it should in training
+        http_client=http_client,
+        http_async_client=http_async_client,
     )
 
 

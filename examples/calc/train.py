@@ -35,11 +35,11 @@ import agentlightning as agl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0, help="seeds the tasks' order and torch (default: %(default)s)")
-    parser.add_argument("--iterations", type=int, default=16, help="training iterations (default: %(default)s)")
+    parser.add_argument("--iterations", type=int, default=10, help="training iterations (default: %(default)s)")
     parser.add_argument("--tasks-per-iteration", type=int, default=8, help="(default: %(default)s)")
     parser.add_argument("--group-size", type=int, default=4, help="rollouts per task (default: %(default)s)")
     parser.add_argument("--learning-rate", type=float, default=1e-5, help="(default: %(default)s)")
-    parser.add_argument("--validate-every", type=int, default=8, help="(default: %(default)s)")
+    parser.add_argument("--validate-every", type=int, default=5, help="(default: %(default)s)")
     parser.add_argument("--level", type=int, default=DEFAULT_LEVEL, choices=sorted(LEVELS), help="see dataset.py")
     parser.add_argument("--train-tasks", type=int, default=400, help="training set size (default: %(default)s)")
     parser.add_argument("--val-tasks", type=int, default=64, help="validation set size (default: %(default)s)")

@@ -115,6 +115,10 @@ def test_metrics_plot_and_checkpoint_files_and_resume(
     assert first.checkpoint == tmp_path / "checkpoint" / "latest"
     saved = {name: p.detach().clone() for name, p in engine.model.named_parameters()}
 
+    # A run that logged an iteration past its last checkpoint, then crashed: resuming redoes that iteration.
+    with (tmp_path / "metrics" / "metrics.csv").open("a") as f:
+        f.write("3" + "," * (len(rows[0]) - 1) + "\n")
+
     # A new process would load the untrained model again, then the checkpoint over it.
     with TransformersEngine(str(tiny_folder)) as fresh:
         assert not torch.equal(next(fresh.model.parameters()), next(iter(saved.values())))

@@ -152,6 +152,8 @@ class LightningRL(Algorithm):
             state = load_checkpoint(self.checkpoint_dir, policy, optimizer) or state
         shuffler = new_shuffler(config.seed, state.shuffler_state)
         metrics = MetricsLog(self.metrics_dir) if self.metrics_dir is not None else None
+        if metrics is not None and self.resume:
+            metrics.rewind(state.iteration)
         pad_token_id = _pad_token_id(self.engine.tokenizer)
 
         with self._gateway() as gateway:

@@ -75,7 +75,7 @@ class ValidationRecord:
 class MetricsLog:
     """Appends records to CSV files and TensorBoard under ``folder``, and redraws ``curve.png``.
 
-    Resuming a run appends to the files it left.
+    Resuming a run appends to the files it left (after :meth:`rewind` to the checkpoint's iteration).
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -88,6 +88,20 @@ class MetricsLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self._tensorboard = SummaryWriter(str(self.tensorboard_dir))
+
+    def rewind(self, iteration: int) -> None:
+        """Keep only the rows up to ``iteration``: a run resumed from a checkpoint redoes the iterations after it,
+        which a crash may have logged already."""
+        for path in (self.csv_path, self.validation_csv_path):
+            if not path.exists():
+                continue
+            with path.open(newline="") as file:
+                reader = csv.DictReader(file)
+                fields, rows = reader.fieldnames, [r for r in reader if int(r["iteration"]) <= iteration]
+            with path.open("w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=list(fields or []))
+                writer.writeheader()
+                writer.writerows(rows)
 
     def iteration(self, record: IterationRecord) -> None:
         """Write one iteration's figures."""
