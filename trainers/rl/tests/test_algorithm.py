@@ -4,7 +4,6 @@ optimizer; its files (metrics, plot, checkpoint) and resuming; and the errors th
 from __future__ import annotations
 
 import csv
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,53 +34,67 @@ def engine(tiny_folder: Path) -> Iterator[TransformersEngine]:
 async def _ask(llm: agl.LLM, prompt: str, max_tokens: int) -> str:
     client = AsyncOpenAI(base_url=llm.base_url, api_key="unused")
     reply = await client.chat.completions.create(
-        model=llm.model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=1.0
+        model=llm.model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=float(llm.sampling_parameters.get("temperature", 1.0)),  # type: ignore[arg-type]
     )
     return reply.choices[0].message.content or ""
 
 
-def _favourite_first_word(engine: TransformersEngine) -> str:
-    """The untrained model's most frequent first token over the prompts, sampled: a word it says now and then."""
-    torch.manual_seed(0)
+def _with_greedy_first_words(engine: TransformersEngine) -> list[dict[str, Any]]:
+    """The prompts, each with the untrained model's greedy first word for it: a word it samples now and then."""
     with engine.serve(port=0) as server:
         client = OpenAI(base_url=server.url, api_key="unused")
-        firsts = [
-            client.chat.completions.create(
-                model="tiny", messages=[{"role": "user", "content": task["prompt"]}], max_tokens=1, temperature=1.0
-            )
-            .choices[0]
-            .message.content
-            or ""
-            for task in PROMPTS * 3
+        return [
+            {
+                **task,
+                "target": client.chat.completions.create(
+                    model="tiny", messages=[{"role": "user", "content": task["prompt"]}], max_tokens=1, temperature=0
+                )
+                .choices[0]
+                .message.content,
+            }
+            for task in PROMPTS
         ]
-    return Counter(firsts).most_common(1)[0][0]
 
 
-def _fit(engine: TransformersEngine, config: LightningRLConfig, agent: Any, val: Any = None, **kwargs: Any) -> Any:
-    algorithm = LightningRL(engine, config, sampling={"temperature": 1.0}, progress=False, **kwargs)
-    trainer = agl.Trainer(algorithm=algorithm, store=agl.InMemoryStore(), max_concurrency=32)
-    return trainer.fit(agent, PROMPTS, val)
+def _fit(
+    engine: TransformersEngine,
+    config: LightningRLConfig,
+    agent: Any,
+    train: Any = PROMPTS,
+    val: Any = None,
+    temperature: float = 1.0,
+    max_concurrency: int = 32,
+    **kwargs: Any,
+) -> Any:
+    algorithm = LightningRL(engine, config, sampling={"temperature": temperature}, progress=False, **kwargs)
+    trainer = agl.Trainer(algorithm=algorithm, store=agl.InMemoryStore(), max_concurrency=max_concurrency)
+    return trainer.fit(agent, train, val)
 
 
 def test_training_raises_the_reward_of_saying_a_target_word(engine: TransformersEngine) -> None:
-    target = _favourite_first_word(engine)
+    # One prompt for every task: every group trains the same first choice.
+    tasks = _with_greedy_first_words(engine)[:1] * 8
 
     @agl.rollout
     async def say_target(task: dict[str, Any], llm: agl.LLM) -> float:
-        return 1.0 if (await _ask(llm, task["prompt"], max_tokens=4)).startswith(target) else 0.0
+        return 1.0 if (await _ask(llm, task["prompt"], max_tokens=4)).startswith(task["target"]) else 0.0
 
     config = LightningRLConfig(
-        iterations=8, tasks_per_iteration=4, group_size=4, learning_rate=3e-3, validate_every=0, seed=0
+        iterations=10, tasks_per_iteration=4, group_size=4, learning_rate=3e-3, validate_every=0, seed=0
     )
-    result = _fit(engine, config, say_target, val=PROMPTS)
+    # Sampled cooler than the model's own distribution, which is nearly flat: the greedy word comes up often enough
+    # for most groups to hold both rewards.
+    result = _fit(engine, config, say_target, tasks, val=tasks * 4, temperature=0.5)
 
     before, after = result.initial_validation, result.final_validation
-    assert (before.iteration, after.iteration) == (0, 8)
-    assert before.rollouts == after.rollouts == len(PROMPTS)
-    # The untrained model starts the reply with that word in about 1 of 16 prompts; training makes it most of
-    # its first choices on many prompts.
+    assert (before.iteration, after.iteration) == (0, 10)
+    assert before.rollouts == after.rollouts == 32
+    # Sampling, the untrained model starts with that word now and then; training makes it its usual first word.
     assert after.success_rate >= before.success_rate + 0.25, (before, after)
-    assert len(result.history) == 8
+    assert len(result.history) == 10
     trained = [r for r in result.history if r.sequences]
     assert trained, "no iteration took a step"
     assert all(r.rollouts == 16 and r.failed_rollouts == 0 for r in result.history)

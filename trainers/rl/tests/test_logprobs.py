@@ -10,6 +10,7 @@ from agentlightning_rl import (
     AgentAdapters,
     LoraSettings,
     Sample,
+    batch_logprobs,
     completion_logprobs,
     make_micro_batches,
     naive_completion_logprobs,
@@ -76,3 +77,56 @@ def test_a_completion_token_at_position_zero_is_refused(tiny_model: Any) -> None
     ids = torch.tensor([[5, 6]])
     with pytest.raises(ValueError, match="position 0"):
         completion_logprobs(tiny_model, ids, torch.ones_like(ids), torch.tensor([[True, True]]))
+
+
+def group_samples(*groups: tuple[int, list[int]]) -> list[Sample]:
+    """Samples of groups that share a prompt: (prompt length, completion lengths of its samples)."""
+    generator = torch.Generator().manual_seed(2)
+    samples = []
+    for g, (prompt_length, completions) in enumerate(groups):
+        prompt = torch.randint(3, VOCAB, (prompt_length,), generator=generator).tolist()
+        for i, length in enumerate(completions):
+            completion = torch.randint(3, VOCAB, (length,), generator=generator).tolist()
+            samples.append(Sample(call(i, prompt=prompt, completion=completion), 0.5 - i, 0.0, f"r{g}-{i}", f"g{g}"))
+    return samples
+
+
+def test_shared_prompt_logprobs_and_gradients_equal_separate_passes(tiny_model: Any) -> None:
+    samples = group_samples((7, [3, 1, 4]), (2, [2, 5]))
+    (separate,) = make_micro_batches(samples, "token", micro_batch_size=8, micro_batch_tokens=None)
+    (shared,) = make_micro_batches(samples, "token", micro_batch_size=8, micro_batch_tokens=None, share_prompts=True)
+    assert shared.shared_prompts is not None and separate.shared_prompts is None
+    # Two distinct prompts run once each; five completion rows on top.
+    assert shared.shared_prompts.input_ids.shape[0] == 2 and shared.input_ids.shape[0] == 5
+
+    # The layouts order their rows differently (by prompt, or longest first): compare the tokens as a whole.
+    def ordered(values: torch.Tensor) -> torch.Tensor:
+        return values.sort().values
+
+    torch.testing.assert_close(ordered(shared.behaviour_logprobs), ordered(separate.behaviour_logprobs))
+
+    batch_logprobs(tiny_model, shared).sum().backward()
+    grads = {name: p.grad.clone() for name, p in tiny_model.named_parameters()}
+    tiny_model.zero_grad()
+    reference = batch_logprobs(tiny_model, separate)
+    reference.sum().backward()
+    with torch.no_grad():
+        torch.testing.assert_close(ordered(batch_logprobs(tiny_model, shared)), ordered(reference), rtol=0, atol=1e-5)
+    for name, p in tiny_model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_prompts_are_shared_only_where_they_repeat_and_the_bounds_hold() -> None:
+    samples = group_samples((5, [2, 2, 2, 2]), (3, [1, 1, 1, 1]), (4, [3]))
+    batches = make_micro_batches(samples, "token", micro_batch_size=3, micro_batch_tokens=None, share_prompts=True)
+    assert all(b.num_sequences <= 3 for b in batches)
+    assert sum(b.num_sequences for b in batches) == 9
+    assert sum(b.num_tokens for b in batches) == 4 * 2 + 4 * 1 + 3
+    # A pack holding only one call of each prompt gains nothing from sharing: it keeps the plain layout.
+    for batch in batches:
+        shared = batch.shared_prompts
+        if shared is not None:
+            assert len(set(shared.row_prompt.tolist())) < batch.num_sequences
+    one_each = group_samples((5, [2]), (3, [1]))
+    (plain,) = make_micro_batches(one_each, "token", micro_batch_size=8, micro_batch_tokens=None, share_prompts=True)
+    assert plain.shared_prompts is None

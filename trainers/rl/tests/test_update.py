@@ -115,3 +115,27 @@ def test_full_fine_tuning_with_kl_needs_a_frozen_reference_model(tiny_model: Any
         train_step(tiny_model, make_optimizer(tiny_model, config), batches, config)
     metrics = train_step(tiny_model, make_optimizer(tiny_model, config), batches, config, reference_model=reference)
     assert metrics.reference_kl == pytest.approx(0.0, abs=1e-8)
+
+
+def test_a_step_with_shared_prompts_equals_one_with_separate_passes(tiny_model: Any) -> None:
+    # Two groups of three samples each with one prompt per group, as group_size rollouts of a task's first call.
+    config = LightningRLConfig(max_grad_norm=1.0)
+    drafts = samples_for(tiny_model, [1.0, -1.0, 0.5, -0.5, 2.0, -2.0])
+    samples = []
+    for i, sample in enumerate(drafts):
+        first = drafts[(i // 3) * 3].transition  # the group's prompt
+        transition = sample.transition.model_copy(update={"prompt_token_ids": first.prompt_token_ids})
+        samples.append(Sample(transition, sample.advantage, sample.return_, sample.rollout_id, sample.group_id))
+    results = []
+    for share in (False, True):
+        model = copy.deepcopy(tiny_model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        batches = make_micro_batches(samples, "token", micro_batch_size=8, micro_batch_tokens=None, share_prompts=share)
+        assert (batches[0].shared_prompts is not None) == share
+        results.append((train_step(model, optimizer, batches, config), dict(model.named_parameters())))
+    (separate, separate_params), (shared, shared_params) = results
+    assert shared.loss == pytest.approx(separate.loss, rel=1e-5)
+    assert shared.grad_norm == pytest.approx(separate.grad_norm, rel=1e-4)
+    assert shared.tokens == separate.tokens
+    for name, p in shared_params.items():
+        torch.testing.assert_close(p, separate_params[name], rtol=1e-4, atol=1e-5, msg=name)

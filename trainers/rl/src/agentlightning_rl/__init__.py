@@ -19,7 +19,7 @@ The pieces, in the order a training step uses them::
 from agentlightning_rl.advantages import Advantages, Sample, compute_advantages, group_advantages
 from agentlightning_rl.agents import AgentAdapters, UntrainedAgent, agent_filter, select_agents
 from agentlightning_rl.algorithm import LightningRL, LightningRLResult, NothingToTrain
-from agentlightning_rl.batch import InvalidLogprobs, MicroBatch, make_micro_batches
+from agentlightning_rl.batch import InvalidLogprobs, MicroBatch, SharedPrompts, make_micro_batches
 from agentlightning_rl.checkpoint import CheckpointError, TrainingState, load_checkpoint, save_checkpoint
 from agentlightning_rl.config import (
     ConfigError,
@@ -30,7 +30,12 @@ from agentlightning_rl.config import (
     RuntimeRewardRules,
 )
 from agentlightning_rl.credit import CreditedTrajectory, MissingFinalReward, credit_trajectory, returns
-from agentlightning_rl.logprobs import completion_logprobs, naive_completion_logprobs
+from agentlightning_rl.logprobs import (
+    batch_logprobs,
+    completion_logprobs,
+    naive_completion_logprobs,
+    shared_prompt_logprobs,
+)
 from agentlightning_rl.loss import LossMetrics, policy_loss
 from agentlightning_rl.metrics import IterationRecord, MetricsLog, ValidationRecord
 from agentlightning_rl.rewards import RuntimeReward, add_runtime_rewards, runtime_rewards, with_runtime_rewards
@@ -76,9 +81,12 @@ __all__ = [
     "UntrainedAgent",
     # batches, logprobs, loss, step
     "MicroBatch",
+    "SharedPrompts",
     "InvalidLogprobs",
     "make_micro_batches",
+    "batch_logprobs",
     "completion_logprobs",
+    "shared_prompt_logprobs",
     "naive_completion_logprobs",
     "LossMetrics",
     "policy_loss",

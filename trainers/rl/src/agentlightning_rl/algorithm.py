@@ -210,6 +210,7 @@ class LightningRL(Algorithm):
                         micro_batch_size=config.micro_batch_size,
                         micro_batch_tokens=config.micro_batch_tokens,
                         pad_token_id=pad_token_id,
+                        share_prompts=config.share_prompts,
                     )
                     _check_iteration(iteration, finished, groups, advantages.skipped_groups)
                     step_started = time.perf_counter()

@@ -17,6 +17,12 @@ step. The weights come from the whole step, not from one micro-batch, so summing
 ``micro_batch_size`` sequences and at most ``micro_batch_tokens`` padded tokens (sequences × longest), so
 memory stays bounded whatever the step's size. Calls are packed longest first to waste little padding; a
 call longer than the token budget forms a micro-batch of its own.
+
+**Shared prompts** (``share_prompts``): calls with identical prompt token ids (the ``group_size`` samples of a
+task's first call) are packed together, and the micro-batch holds each distinct prompt once
+(:class:`SharedPrompts`) next to the completions, which the logprobs run on top of the prompt's cache
+(:func:`~agentlightning_rl.logprobs.shared_prompt_logprobs`). The padded token count is then
+``P × longest prompt + B × longest completion``. Only packs where a prompt repeats use the shared layout.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from agentlightning.types import Transition
 from agentlightning_rl.advantages import Sample
 from agentlightning_rl.config import LossAggregation
 
-__all__ = ["InvalidLogprobs", "MicroBatch", "make_micro_batches"]
+__all__ = ["InvalidLogprobs", "MicroBatch", "SharedPrompts", "make_micro_batches"]
 
 
 class InvalidLogprobs(AgentLightningError):
@@ -45,6 +51,22 @@ class InvalidLogprobs(AgentLightningError):
             "engine's logprob of every completion token as the behaviour policy of its importance ratio. Serve the "
             "model with agentlightning-engine or vLLM behind agl.Gateway, which asks the engine for logprobs."
         )
+
+
+@dataclass(frozen=True)
+class SharedPrompts:
+    """The distinct prompts of a micro-batch whose rows are completions only."""
+
+    #: ``[P, Lp]`` prompt token ids, left-padded (every prompt ends at the last column).
+    input_ids: torch.Tensor
+    #: ``[P, Lp]`` 1 on real tokens, 0 on padding.
+    attention_mask: torch.Tensor
+    #: ``[B]`` the prompt of each completion row.
+    row_prompt: torch.Tensor
+
+    def to(self, device: torch.device | str) -> SharedPrompts:
+        """The same prompts on ``device``."""
+        return SharedPrompts(self.input_ids.to(device), self.attention_mask.to(device), self.row_prompt.to(device))
 
 
 @dataclass(frozen=True)
@@ -69,6 +91,9 @@ class MicroBatch:
     weights: torch.Tensor
     #: The agent whose calls these are (one adapter per pass).
     agent_name: str | None
+    #: When set, ``input_ids`` / ``attention_mask`` / ``completion_mask`` hold the completions only (``[B, Lc]``,
+    #: every real token a completion token) and these are their prompts.
+    shared_prompts: SharedPrompts | None = None
 
     @property
     def num_sequences(self) -> int:
@@ -90,6 +115,7 @@ class MicroBatch:
             self.advantages.to(device),
             self.weights.to(device),
             self.agent_name,
+            self.shared_prompts.to(device) if self.shared_prompts is not None else None,
         )
 
 
@@ -114,8 +140,10 @@ def make_micro_batches(
     micro_batch_size: int,
     micro_batch_tokens: int | None,
     pad_token_id: int = 0,
+    share_prompts: bool = False,
 ) -> list[MicroBatch]:
-    """The micro-batches of one optimizer step over ``samples`` (module docstring).
+    """The micro-batches of one optimizer step over ``samples`` (module docstring); with ``share_prompts``,
+    the calls of one prompt share its pass.
 
     Calls with no completion tokens have nothing to learn from and are left out.
 
@@ -148,6 +176,8 @@ def make_micro_batches(
         _Row(prompt, completion, logprobs, sample.advantage, weight, sample.transition.agent_name)
         for (sample, prompt, completion, logprobs), weight in zip(checked, weights, strict=True)
     ]
+    if share_prompts:
+        return _pack_shared(rows, micro_batch_size, micro_batch_tokens, pad_token_id)
     # One agent per micro-batch; longest first within an agent so each pack's width is set by its first row.
     rows.sort(key=lambda row: (row.agent_name is not None, row.agent_name or "", -row.length))
     packs: list[list[_Row]] = []
@@ -163,6 +193,45 @@ def make_micro_batches(
         else:
             packs.append([row])
     return [_collate(pack, pad_token_id) for pack in packs]
+
+
+def _pack_shared(
+    rows: list[_Row], micro_batch_size: int, micro_batch_tokens: int | None, pad_token_id: int
+) -> list[MicroBatch]:
+    """Packs of one agent's calls where the calls of one prompt stay together (split only when they alone exceed
+    a bound); the padded cost of a pack is ``P × longest prompt + B × longest completion``."""
+    by_prompt: dict[tuple[str | None, tuple[int, ...]], list[_Row]] = {}
+    for row in rows:
+        by_prompt.setdefault((row.agent_name, tuple(row.prompt)), []).append(row)
+    # Agent, then longest prompt first, so that a pack's prompt width is set by its first group.
+    groups = sorted(
+        by_prompt.values(), key=lambda g: (g[0].agent_name is not None, g[0].agent_name or "", -len(g[0].prompt))
+    )
+    packs: list[list[list[_Row]]] = []  # pack -> its prompt groups -> rows
+
+    def cost(pack: list[list[_Row]]) -> int:
+        prompts = len(pack) * max(len(g[0].prompt) for g in pack)
+        return prompts + sum(len(g) for g in pack) * max(len(r.completion) for g in pack for r in g)
+
+    for group in groups:
+        for start in range(0, len(group), micro_batch_size):
+            part = group[start : start + micro_batch_size]
+            current = packs[-1] if packs else None
+            if (
+                current is not None
+                and current[0][0].agent_name == part[0].agent_name
+                and sum(len(g) for g in current) + len(part) <= micro_batch_size
+                and (micro_batch_tokens is None or cost([*current, part]) <= micro_batch_tokens)
+            ):
+                current.append(part)
+            else:
+                packs.append([part])
+    return [
+        _collate_shared(pack, pad_token_id)
+        if any(len(g) > 1 for g in pack)
+        else _collate([g[0] for g in pack], pad_token_id)
+        for pack in packs
+    ]
 
 
 def _weights(calls: list[tuple[str | None, int]], aggregation: LossAggregation) -> list[float]:
@@ -206,4 +275,38 @@ def _collate(pack: list[_Row], pad_token_id: int) -> MicroBatch:
         advantages=torch.tensor(advantages, dtype=torch.float32),
         weights=torch.tensor(weights, dtype=torch.float32),
         agent_name=pack[0].agent_name,
+    )
+
+
+def _collate_shared(pack: list[list[_Row]], pad_token_id: int) -> MicroBatch:
+    rows = [row for group in pack for row in group]
+    prompt_width = max(len(group[0].prompt) for group in pack)
+    prompt_ids = torch.full((len(pack), prompt_width), pad_token_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(pack), prompt_width), dtype=torch.long)
+    for p, group in enumerate(pack):
+        prompt = group[0].prompt
+        prompt_ids[p, prompt_width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        prompt_mask[p, prompt_width - len(prompt) :] = 1
+    width = max(len(row.completion) for row in rows)
+    completion_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    completion_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    logprobs: list[float] = []
+    advantages: list[float] = []
+    weights: list[float] = []
+    for i, row in enumerate(rows):
+        completion_ids[i, : len(row.completion)] = torch.tensor(row.completion, dtype=torch.long)
+        completion_mask[i, : len(row.completion)] = True
+        logprobs += row.logprobs
+        advantages += [row.advantage] * len(row.completion)
+        weights += [row.weight] * len(row.completion)
+    row_prompt = torch.tensor([p for p, group in enumerate(pack) for _ in group], dtype=torch.long)
+    return MicroBatch(
+        input_ids=completion_ids,
+        attention_mask=completion_mask.long(),
+        completion_mask=completion_mask,
+        behaviour_logprobs=torch.tensor(logprobs, dtype=torch.float32),
+        advantages=torch.tensor(advantages, dtype=torch.float32),
+        weights=torch.tensor(weights, dtype=torch.float32),
+        agent_name=pack[0][0].agent_name,
+        shared_prompts=SharedPrompts(prompt_ids, prompt_mask, row_prompt),
     )

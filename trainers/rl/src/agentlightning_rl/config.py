@@ -143,6 +143,8 @@ class LightningRLConfig:
         max_grad_norm: clip the global gradient norm to this before the step; ``None`` does not clip.
         micro_batch_size: at most this many sequences in one forward/backward pass.
         micro_batch_tokens: at most this many (padded) tokens in one pass; ``None``: no token bound.
+        share_prompts: calls with identical prompts (a group's samples of one call) run their prompt once in the
+            forward and backward pass; the same loss and gradient, fewer tokens (see :mod:`agentlightning_rl.batch`).
         lora: LoRA settings; ``None`` trains every weight.
     """
 
@@ -171,6 +173,7 @@ class LightningRLConfig:
     max_grad_norm: float | None = 1.0
     micro_batch_size: int = 8
     micro_batch_tokens: int | None = 4096
+    share_prompts: bool = True
     lora: LoraSettings | None = None
 
     def __post_init__(self) -> None:

@@ -12,15 +12,35 @@ gathered, and only those ``N`` go through the output layer::
 
 so the ``N × V`` logits scale with the completion tokens only. The result equals the naive computation
 (a test checks it). Logits are taken at temperature 1, like the logprobs the engine reports.
+
+**Shared prompts.** The rollouts of a group often send the very same prompt (the task's first call): its
+``group_size`` samples differ only in their completions. :func:`shared_prompt_logprobs` runs each distinct prompt
+through the decoder once, keeps its key/value cache, repeats the cache for every completion of that prompt and
+runs only the completions on top of it. Gradients flow back through the repeated cache into the one prompt pass,
+so the result and its gradient equal the separate passes' (a test checks it), at the cost of ``P·L_prompt +
+B·L_completion`` tokens instead of ``B·(L_prompt + L_completion)``.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 
-__all__ = ["completion_logprobs", "naive_completion_logprobs"]
+from agentlightning_rl.batch import MicroBatch
+
+__all__ = ["batch_logprobs", "completion_logprobs", "naive_completion_logprobs", "shared_prompt_logprobs"]
+
+
+def batch_logprobs(model: Any, batch: MicroBatch) -> torch.Tensor:
+    """``[N]``: the logprob of each completion token of ``batch`` under ``model``, its prompts shared or not."""
+    shared = batch.shared_prompts
+    if shared is None:
+        return completion_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+    return shared_prompt_logprobs(
+        model, shared.input_ids, shared.attention_mask, shared.row_prompt, batch.input_ids, batch.completion_mask
+    )
 
 
 def completion_logprobs(
@@ -44,6 +64,51 @@ def completion_logprobs(
     logits = causal_lm.get_output_embeddings()(hidden[predictors]).float()
     targets = input_ids[:, 1:][completion_mask[:, 1:]]
     # logsumexp instead of log_softmax: no second N × V tensor.
+    logprobs: torch.Tensor = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return logprobs
+
+
+def shared_prompt_logprobs(
+    model: Any,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    row_prompt: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+) -> torch.Tensor:
+    """``[N]``: the logprob of each completion token, each distinct prompt run once (module docstring).
+
+    ``prompt_ids`` / ``prompt_mask`` are ``[P, Lp]``, left-padded; ``row_prompt[b]`` is the prompt of completion row
+    ``b``; ``completion_ids`` / ``completion_mask`` are ``[B, Lc]``, right-padded, True on real tokens. The result
+    lists the tokens in the row-major order of ``completion_mask``.
+    """
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    _check_plain_logits(causal_lm)
+    decoder = causal_lm.get_decoder()
+    prompt_positions = (prompt_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    prompt_pass = decoder(
+        input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_positions, use_cache=True
+    )
+    cache = prompt_pass.cache if "cache" in prompt_pass else prompt_pass.past_key_values
+    # Indexing keeps the graph: each completion row gets its prompt's keys and values, and their gradient adds up.
+    cache.batch_select_indices(row_prompt)
+    lengths = prompt_mask.sum(dim=-1)[row_prompt]
+    completion_positions = lengths[:, None] + torch.arange(completion_ids.shape[1], device=completion_ids.device)
+    attention_mask = torch.cat([prompt_mask[row_prompt], completion_mask.to(prompt_mask.dtype)], dim=1)
+    # Recent transformers call `past_key_values` `cache` (and warn about the old name).
+    cache_argument = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    hidden = decoder(
+        input_ids=completion_ids,
+        attention_mask=attention_mask,
+        position_ids=completion_positions,
+        use_cache=True,
+        **{cache_argument: cache},
+    ).last_hidden_state
+    # The prompt's last state predicts the first completion token; completion state j-1 predicts token j.
+    last_prompt_state = prompt_pass.last_hidden_state[:, -1][row_prompt]
+    predictors = torch.cat([last_prompt_state[:, None], hidden[:, :-1]], dim=1)
+    logits = causal_lm.get_output_embeddings()(predictors[completion_mask]).float()
+    targets = completion_ids[completion_mask]
     logprobs: torch.Tensor = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return logprobs
 

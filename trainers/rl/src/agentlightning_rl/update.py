@@ -25,7 +25,7 @@ import torch
 from agentlightning_rl.agents import AgentAdapters
 from agentlightning_rl.batch import MicroBatch
 from agentlightning_rl.config import LightningRLConfig
-from agentlightning_rl.logprobs import completion_logprobs
+from agentlightning_rl.logprobs import batch_logprobs
 from agentlightning_rl.loss import LossMetrics, policy_loss
 
 __all__ = ["StepMetrics", "make_optimizer", "reference_logprobs", "train_step"]
@@ -64,10 +64,10 @@ def reference_logprobs(model: Any, batch: MicroBatch, reference_model: Any = Non
     ``model`` with its adapters disabled (the base weights LoRA leaves untouched)."""
     with torch.no_grad():
         if reference_model is not None:
-            return completion_logprobs(reference_model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+            return batch_logprobs(reference_model, batch)
         if hasattr(model, "disable_adapter"):
             with model.disable_adapter():
-                return completion_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+                return batch_logprobs(model, batch)
     raise ValueError(
         "kl_coef > 0 needs a frozen reference model: pass reference_model= (a frozen copy of the initial weights) "
         "when training every weight; with LoRA the base model serves as the reference."
@@ -99,7 +99,7 @@ def train_step(
         if adapters is not None:
             adapters.activate(batch.agent_name)
         reference = reference_logprobs(model, batch, reference_model) if config.kl_coef > 0 else None
-        new = completion_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+        new = batch_logprobs(model, batch)
         loss, metrics = policy_loss(
             new,
             batch.behaviour_logprobs,
