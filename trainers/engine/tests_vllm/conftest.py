@@ -88,6 +88,13 @@ def engine(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) ->
     assert engine.pid is not None and group_is_gone(engine.pid), "close() left vLLM processes running"
 
 
+@pytest.fixture
+def restore_base_weights(engine: VLLMEngine, tiny_models: TinyModels) -> Iterator[None]:
+    """Serve the base model again after a test that loaded other weights."""
+    yield
+    engine.load_weights(tiny_models.base)
+
+
 def group_is_gone(pid: int) -> bool:
     """Whether no process is left in the process group ``pid``."""
     try:

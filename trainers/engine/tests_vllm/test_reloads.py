@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ def answer(completion: dict[str, Any]) -> tuple[list[int], list[float]]:
 
 def assert_close(logprobs: list[float], expected: list[float]) -> None:
     assert max(abs(a - b) for a, b in zip(logprobs, expected, strict=True)) < 1e-3
-
-
-@pytest.fixture
-def restore_base_weights(engine: VLLMEngine, tiny_models: TinyModels) -> Iterator[None]:
-    yield
-    engine.load_weights(tiny_models.base)
 
 
 @pytest.mark.usefixtures("restore_base_weights")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from agentlightning_engine import TransformersEngine
 from agentlightning_engine.testing import save_tiny_model
-from agentlightning_rl import LightningRL, LightningRLConfig, NothingToTrain
+from agentlightning_rl import LightningRL, LightningRLConfig, LoraSettings, NothingToTrain
 from openai import AsyncOpenAI, OpenAI
 
 import agentlightning as agl
@@ -198,3 +198,31 @@ def test_a_non_transformers_engine_is_refused_with_what_works() -> None:
 def test_resume_without_a_checkpoint_folder_is_refused(engine: TransformersEngine) -> None:
     with pytest.raises(ValueError, match="checkpoint_dir"):
         LightningRL(engine, resume=True)
+
+
+def test_lora_trains_the_adapter_the_engine_serves_and_checkpoints_only_it(
+    engine: TransformersEngine, tmp_path: Path
+) -> None:
+    base = {name: p.detach().clone() for name, p in engine.model.named_parameters()}
+    config = LightningRLConfig(
+        iterations=2,
+        tasks_per_iteration=2,
+        group_size=2,
+        learning_rate=1e-2,
+        skip_equal_groups=False,
+        lora=LoraSettings(rank=2, alpha=4),
+    )
+    result = _fit(engine, config, _chatter, checkpoint_dir=tmp_path)
+    assert all(r.sequences == 4 for r in result.history)
+    # The adapter went into the engine's own module: the engine generates with it.
+    parameters = dict(engine.model.named_parameters())
+    adapters = {name: p for name, p in parameters.items() if "lora_" in name}
+    assert adapters and any(bool(p.abs().sum() > 0) for name, p in adapters.items() if "lora_B" in name)
+    for name, before in base.items():  # every base weight as it was (peft renames them "base_layer")
+        now = parameters.get(name, parameters.get(name.replace(".weight", ".base_layer.weight")))
+        assert now is not None and torch.equal(now, before), name
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "latest" / "weights.safetensors"))
+    # Named as in the peft model that was trained ("base_model.model." + the module's own name).
+    assert sorted(name.removeprefix("base_model.model.") for name in saved) == sorted(adapters)

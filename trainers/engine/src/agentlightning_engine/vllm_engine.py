@@ -147,6 +147,12 @@ class VLLMEngine:
         return self._base + "/v1"
 
     @property
+    def model_folder(self) -> Path:
+        """The Hugging Face folder of the model this engine serves (a GGUF model: its converted copy), e.g. for a
+        trainer that loads the same weights to train them."""
+        return hf_model_folder(self._model, self._cache_dir)
+
+    @property
     def weights_version(self) -> int:
         """How many times :meth:`load_weights` replaced the weights."""
         return self._weights_version

@@ -10,10 +10,12 @@
     step       = train_step(micro-batches)                   clipped policy gradient, accumulated, one AdamW step
     validate every validate_every iterations; checkpoint every checkpoint_every
 
-The *torch* backend: this process holds the policy. With a :class:`~agentlightning_engine.TransformersEngine`
-the engine serves the very module being trained, so an update needs no copy: the step runs inside
-``engine.paused()`` and the next rollouts sample from the new weights. (A verl backend for many GPUs will hand
-the same samples to verl; that is where it will plug in.)
+The *torch* backend: this process holds the policy (:mod:`agentlightning_rl.backend`). With a
+:class:`~agentlightning_engine.TransformersEngine` the engine serves the very module being trained, so an update
+needs no copy: the step runs inside ``engine.paused()`` and the next rollouts sample from the new weights. With a
+:class:`~agentlightning_engine.VLLMEngine` this process trains a copy loaded from the same folder and the engine
+reloads it after every step. (A verl backend for many GPUs will hand the same samples to verl; that is where it
+will plug in.)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,6 +40,7 @@ from agentlightning.reward import final_reward
 from agentlightning.types import Rollout, RolloutMode, RolloutStatus, Span
 from agentlightning_rl.advantages import compute_advantages
 from agentlightning_rl.agents import AgentAdapters, select_agents
+from agentlightning_rl.backend import backend_for
 from agentlightning_rl.batch import make_micro_batches
 from agentlightning_rl.checkpoint import TrainingState, load_checkpoint, new_shuffler, save_checkpoint
 from agentlightning_rl.config import LightningRLConfig
@@ -82,7 +86,8 @@ class LightningRL(Algorithm):
     in front of ``engine``) that records every call with its token ids and logprobs.
 
     Args:
-        engine: the engine serving the policy; a ``TransformersEngine``, whose module is trained in place.
+        engine: the engine serving the policy: a ``TransformersEngine`` (its module is trained in place) or a
+            started ``VLLMEngine`` (a copy is trained here and reloaded into it after every step).
         config: every setting that changes what is learned (:class:`LightningRLConfig`).
         sampling: the LLM resource's sampling parameters for training rollouts (``temperature``, ``top_p``,
             ``max_tokens``…); the agent's client applies them.
@@ -95,6 +100,8 @@ class LightningRL(Algorithm):
         progress: show a progress bar (tqdm) with reward, success rate and tokens/s.
         reference_model: the frozen reference for ``kl_coef > 0`` with full fine-tuning (default: a copy of
             the initial weights; with LoRA the base model serves).
+        policy: with an engine that reloads weights, the Hugging Face folder of the model it serves (default: the
+            engine's ``model_folder``).
     """
 
     def __init__(
@@ -110,14 +117,15 @@ class LightningRL(Algorithm):
         resume: bool = False,
         progress: bool = True,
         reference_model: Any = None,
+        policy: str | os.PathLike[str] | None = None,
     ) -> None:
-        if not (hasattr(engine, "paused") and hasattr(engine, "model") and hasattr(engine, "serve")):
-            raise TypeError(
-                f"LightningRL's torch backend trains the module a TransformersEngine serves; got {type(engine).__name__}. "
-                "Training behind a VLLMEngine (weight reload after each step) is not available yet."
-            )
         self.engine = engine
         self.config = config or LightningRLConfig()
+        if self.config.lora is not None and not hasattr(engine, "paused"):
+            raise ValueError(
+                "LoRA training behind an engine that reloads weights (VLLMEngine) is not available yet: train every "
+                "weight (lora=None), or serve the model with TransformersEngine."
+            )
         if self.config.lora is not None and self.config.lora.adapter_per_agent:
             raise ValueError(
                 "lora.adapter_per_agent needs an engine that serves each agent its own adapter; TransformersEngine "
@@ -134,6 +142,7 @@ class LightningRL(Algorithm):
         self.progress = progress
         self.reference_model = reference_model
         self._adapter = agl.TraceToTrajectory()  # every agent's calls: select after credit (agents.py)
+        self.backend = backend_for(engine, policy)
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -154,7 +163,7 @@ class LightningRL(Algorithm):
         metrics = MetricsLog(self.metrics_dir) if self.metrics_dir is not None else None
         if metrics is not None and self.resume:
             metrics.rewind(state.iteration)
-        pad_token_id = _pad_token_id(self.engine.tokenizer)
+        pad_token_id = _pad_token_id(self.backend.tokenizer)
 
         with self._gateway() as gateway:
             model_name = self.engine.model_name
@@ -297,9 +306,10 @@ class LightningRL(Algorithm):
         adapters: AgentAdapters | None,
         reference: Any,
     ) -> StepMetrics:
-        # The engine serves this very module: hold generation between two decoding steps while it changes.
-        with self.engine.paused():
-            return train_step(policy, optimizer, batches, self.config, adapters=adapters, reference_model=reference)
+        with self.backend.updating():
+            metrics = train_step(policy, optimizer, batches, self.config, adapters=adapters, reference_model=reference)
+        self.backend.publish(policy)
+        return metrics
 
     async def _validate(self, dataset: Dataset, iteration: int, resources_id: str) -> ValidationRecord:
         started = time.perf_counter()
@@ -322,11 +332,12 @@ class LightningRL(Algorithm):
     def _policy(self) -> tuple[Any, AgentAdapters | None]:
         """The module to train: the engine's own, or (LoRA) the peft model wrapped around it in place, so the
         engine generates with the adapter too."""
+        model = self.backend.model
         if self.config.lora is None:
-            return self.engine.model, None
-        if hasattr(self.engine.model, "peft_config"):  # a second run on the same engine: reuse its adapter
+            return model, None
+        if hasattr(model, "peft_config"):  # a second run on the same engine
             raise ValueError("The engine's model already carries LoRA adapters; start from a fresh engine.")
-        adapters = AgentAdapters(self.engine.model, self.config.lora)
+        adapters = AgentAdapters(model, self.config.lora)
         return adapters.model, adapters
 
     def _reference(self, policy: Any) -> Any:
@@ -341,12 +352,11 @@ class LightningRL(Algorithm):
     @contextmanager
     def _gateway(self) -> Iterator[agl.Gateway]:
         """The engine served on 127.0.0.1, and a gateway in front of it recording into this run's store."""
-        server = self.engine.serve(port=0)
         try:
-            with agl.Gateway(server.url, self.store) as gateway:
+            with self.backend.served() as url, agl.Gateway(url, self.store) as gateway:
                 yield gateway
         finally:
-            server.stop()
+            self.backend.close()
 
 
 def _next_tasks(dataset: Dataset, count: int, state: TrainingState, shuffler: Any) -> list[Any]:
