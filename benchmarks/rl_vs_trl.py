@@ -17,7 +17,8 @@ batched ``model.generate`` of the 32 sequences, rewards, forward/backward of 4 m
 Its gradient checkpointing (on by default in TRL) is turned off, as it is off on our side.
 
 Ours: ``LightningRL`` with a ``TransformersEngine`` serving the same model through the gateway; the agent is an
-``@agl.rollout`` function calling the LLM resource with ``openai.AsyncOpenAI``; 32 rollouts at once
+``@agl.rollout`` function calling the LLM resource with one shared ``openai.AsyncOpenAI`` client
+(``with_options(base_url=...)`` per rollout); 32 rollouts at once
 (``max_concurrency=32``). An iteration (``IterationRecord.seconds``) is: enqueue 32 rollouts, every agent's HTTP
 call through the gateway to the engine (which batches concurrent requests), spans read back, advantages, the
 training step.
