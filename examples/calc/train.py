@@ -15,6 +15,7 @@ few iterations and at the end, and prints where the plot, the metrics and the st
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import time
@@ -88,13 +89,15 @@ def main() -> None:
             f"{len(val_tasks)} validation tasks, temperature {args.temperature:g}."
         )
         result = trainer.fit(calc_agent, train_tasks, val_tasks)
+    asyncio.run(store.close())
     minutes = (time.perf_counter() - started) / 60
 
     before, after = result.initial_validation, result.final_validation
     if before is not None and after is not None:
         print(f"\nvalidation accuracy before training: {before.success_rate:.1%} ({before.rollouts} tasks)")
         print(
-            f"validation accuracy after {after.iteration} iterations: {after.success_rate:.1%} "
+            f"validation accuracy after {after.iteration} iteration{'s' if after.iteration != 1 else ''}: "
+            f"{after.success_rate:.1%} "
             f"({(after.success_rate - before.success_rate) * 100:+.1f} points) in {minutes:.1f} minutes"
         )
     print(f"plot:       {out / 'metrics' / 'curve.png'}")
