@@ -232,8 +232,7 @@ class LightningRL(Algorithm):
                         iteration=iteration,
                         rollouts=len(finished),
                         failed_rollouts=sum(1 for r in finished if r.status != RolloutStatus.SUCCEEDED),
-                        reward_mean=sum(rewards) / len(rewards),
-                        success_rate=sum(1 for r in rewards if r >= config.success_threshold) / len(rewards),
+                        **_reward_summary(rewards, config.success_threshold),
                         skipped_groups=len(advantages.skipped_groups),
                         sequences=step.sequences if step else 0,
                         trained_tokens=step.tokens if step else 0,
@@ -324,8 +323,7 @@ class LightningRL(Algorithm):
             iteration=iteration,
             rollouts=len(finished),
             failed_rollouts=sum(1 for r in finished if r.status != RolloutStatus.SUCCEEDED),
-            reward_mean=sum(rewards) / len(rewards),
-            success_rate=sum(1 for r in rewards if r >= self.config.success_threshold) / len(rewards),
+            **_reward_summary(rewards, self.config.success_threshold),
             seconds=time.perf_counter() - started,
         )
 
@@ -389,6 +387,14 @@ def _check_iteration(
             f"Iteration {iteration} recorded no LLM call of the trained agents. Does the agent call the LLM "
             "resource's base_url (the gateway), and do LightningRLConfig.agents name its agents?"
         )
+
+
+def _reward_summary(rewards: Sequence[float], success_threshold: float) -> dict[str, float]:
+    """The mean reward of a batch of rollouts, and the share of them whose reward reached the threshold."""
+    return {
+        "reward_mean": sum(rewards) / len(rewards),
+        "success_rate": sum(1 for r in rewards if r >= success_threshold) / len(rewards),
+    }
 
 
 def _pad_token_id(tokenizer: Any) -> int:

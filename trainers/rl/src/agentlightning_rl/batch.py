@@ -256,26 +256,24 @@ def _collate(pack: list[_Row], pad_token_id: int) -> MicroBatch:
     input_ids = torch.full((len(pack), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(pack), width), dtype=torch.long)
     completion_mask = torch.zeros((len(pack), width), dtype=torch.bool)
-    logprobs: list[float] = []
-    advantages: list[float] = []
-    weights: list[float] = []
     for i, row in enumerate(pack):
         input_ids[i, : row.length] = torch.tensor(row.prompt + row.completion, dtype=torch.long)
         attention_mask[i, : row.length] = 1
         completion_mask[i, len(row.prompt) : row.length] = True
-        # Row-major order of completion_mask: row by row, each row's completion tokens in order.
+    return MicroBatch(input_ids, attention_mask, completion_mask, *_token_values(pack), agent_name=pack[0].agent_name)
+
+
+def _token_values(rows: list[_Row]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Behaviour logprobs, advantages and weights of every completion token, in the row-major order of the
+    completion mask: row by row, each row's completion tokens in order."""
+    logprobs: list[float] = []
+    advantages: list[float] = []
+    weights: list[float] = []
+    for row in rows:
         logprobs += row.logprobs
         advantages += [row.advantage] * len(row.completion)
         weights += [row.weight] * len(row.completion)
-    return MicroBatch(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        completion_mask=completion_mask,
-        behaviour_logprobs=torch.tensor(logprobs, dtype=torch.float32),
-        advantages=torch.tensor(advantages, dtype=torch.float32),
-        weights=torch.tensor(weights, dtype=torch.float32),
-        agent_name=pack[0].agent_name,
-    )
+    return tuple(torch.tensor(values, dtype=torch.float32) for values in (logprobs, advantages, weights))  # type: ignore[return-value]
 
 
 def _collate_shared(pack: list[list[_Row]], pad_token_id: int) -> MicroBatch:
@@ -290,23 +288,15 @@ def _collate_shared(pack: list[list[_Row]], pad_token_id: int) -> MicroBatch:
     width = max(len(row.completion) for row in rows)
     completion_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     completion_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    logprobs: list[float] = []
-    advantages: list[float] = []
-    weights: list[float] = []
     for i, row in enumerate(rows):
         completion_ids[i, : len(row.completion)] = torch.tensor(row.completion, dtype=torch.long)
         completion_mask[i, : len(row.completion)] = True
-        logprobs += row.logprobs
-        advantages += [row.advantage] * len(row.completion)
-        weights += [row.weight] * len(row.completion)
     row_prompt = torch.tensor([p for p, group in enumerate(pack) for _ in group], dtype=torch.long)
     return MicroBatch(
-        input_ids=completion_ids,
-        attention_mask=completion_mask.long(),
-        completion_mask=completion_mask,
-        behaviour_logprobs=torch.tensor(logprobs, dtype=torch.float32),
-        advantages=torch.tensor(advantages, dtype=torch.float32),
-        weights=torch.tensor(weights, dtype=torch.float32),
+        completion_ids,
+        completion_mask.long(),
+        completion_mask,
+        *_token_values(rows),
         agent_name=pack[0][0].agent_name,
         shared_prompts=SharedPrompts(prompt_ids, prompt_mask, row_prompt),
     )

@@ -23,6 +23,7 @@ B·L_completion`` tokens instead of ``B·(L_prompt + L_completion)``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -61,11 +62,7 @@ def completion_logprobs(
         input_ids=input_ids, attention_mask=attention_mask, use_cache=False
     ).last_hidden_state
     # The hidden state at j-1 predicts the token at j: gather only those, then apply the output layer.
-    logits = causal_lm.get_output_embeddings()(hidden[predictors]).float()
-    targets = input_ids[:, 1:][completion_mask[:, 1:]]
-    # logsumexp instead of log_softmax: no second N × V tensor.
-    logprobs: torch.Tensor = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    return logprobs
+    return _token_logprobs(causal_lm, hidden[predictors], input_ids[:, 1:][completion_mask[:, 1:]])
 
 
 def shared_prompt_logprobs(
@@ -95,8 +92,7 @@ def shared_prompt_logprobs(
     lengths = prompt_mask.sum(dim=-1)[row_prompt]
     completion_positions = lengths[:, None] + torch.arange(completion_ids.shape[1], device=completion_ids.device)
     attention_mask = torch.cat([prompt_mask[row_prompt], completion_mask.to(prompt_mask.dtype)], dim=1)
-    # Recent transformers call `past_key_values` `cache` (and warn about the old name).
-    cache_argument = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    cache_argument = _cache_argument(type(decoder).forward)
     hidden = decoder(
         input_ids=completion_ids,
         attention_mask=attention_mask,
@@ -107,8 +103,19 @@ def shared_prompt_logprobs(
     # The prompt's last state predicts the first completion token; completion state j-1 predicts token j.
     last_prompt_state = prompt_pass.last_hidden_state[:, -1][row_prompt]
     predictors = torch.cat([last_prompt_state[:, None], hidden[:, :-1]], dim=1)
-    logits = causal_lm.get_output_embeddings()(predictors[completion_mask]).float()
-    targets = completion_ids[completion_mask]
+    return _token_logprobs(causal_lm, predictors[completion_mask], completion_ids[completion_mask])
+
+
+@functools.cache
+def _cache_argument(forward: Any) -> str:
+    # Recent transformers call `past_key_values` `cache` (and warn about the old name). Read once per decoder class.
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def _token_logprobs(causal_lm: Any, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``log π(target | state)`` for ``[N, H]`` predicting states: the output layer on those states only."""
+    logits = causal_lm.get_output_embeddings()(states).float()
+    # logsumexp instead of log_softmax: no second N × V tensor.
     logprobs: torch.Tensor = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return logprobs
 
