@@ -191,6 +191,27 @@ def test_headers_attribute_calls_and_traceparent_joins_the_callers_trace(
     assert call.attributes[semconv.GEN_AI_AGENT_NAME] == "planner"
 
 
+def test_agent_models_route_each_agents_calls_to_its_own_model(upstream: str, store: agl.SqliteStore) -> None:
+    rollout = _attempt(store)
+    llm = agl.LLM(base_url="", model="base", gateway=True)
+    with agl.Gateway(upstream, store, agent_models={"writer": "base@writer"}) as gateway:
+        answered = {}
+        for agent in ("writer", "checker", None):
+            url = llm.model_copy(update={"base_url": gateway.url}).for_attempt(
+                rollout.rollout_id, rollout.attempt.attempt_id, agent
+            )
+            response = httpx.post(
+                url.base_url + "/chat/completions",
+                json={"model": "base", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            answered[agent] = response.json()["model"]  # the upstream names the model it was asked for
+    assert answered == {"writer": "base@writer", "checker": "base", None: "base"}
+    calls = llm_spans(_spans_after(gateway, store, rollout))
+    for key in (semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_RESPONSE_MODEL):
+        routed = {c.attributes.get(semconv.GEN_AI_AGENT_NAME): c.attributes[key] for c in calls}
+        assert routed == {"writer": "base@writer", "checker": "base", None: "base"}, key
+
+
 def test_logprobs_the_client_did_not_ask_for_are_not_sent_back(gateway: agl.Gateway, store: agl.SqliteStore) -> None:
     rollout = _attempt(store)
     url = (
@@ -282,3 +303,31 @@ def test_propagated_traceparent_nests_gateway_calls_under_the_callers_span(
     (plan,) = [s for s in spans if s.attributes.get(semconv.AGL_OPERATION_NAME) == "plan"]
     assert (call.trace_id, call.parent_id) == (plan.trace_id, plan.span_id)
     assert str(call.attributes[semconv.AGL_CALLER_TRACEPARENT]).startswith(f"00-{plan.trace_id}-{plan.span_id}-")
+
+
+def test_a_call_made_inside_an_agents_span_names_the_agent_and_is_routed_to_its_model(
+    upstream: str, store: agl.SqliteStore
+) -> None:
+    """An integration's span naming an agent, made current, tells the gateway whose call it answers."""
+    from agentlightning.tracer import begin_span, propagate_traceparent
+
+    assert propagate_traceparent()
+
+    @agl.rollout
+    def agent(task: str, llm: agl.LLM) -> float:
+        client = openai.OpenAI(base_url=llm.base_url, api_key="unused")
+        span = begin_span("invoke_agent writer", attributes={semconv.GEN_AI_AGENT_NAME: "writer"})
+        assert span is not None
+        with span.current():
+            client.chat.completions.create(model=llm.model, messages=[{"role": "user", "content": task}])
+        span.end()
+        client.chat.completions.create(model=llm.model, messages=[{"role": "user", "content": task}])
+        return 1.0
+
+    with agl.Gateway(upstream, store, agent_models={"writer": "m@writer"}) as gateway:
+        result = agl.Trainer(store=store, initial_resources={"llm": gateway.llm("m")}).dev(agent, ["hi"])
+    calls = sorted(
+        llm_spans(asyncio.run(store.query_spans(result.rollouts[0][0].rollout_id))), key=lambda s: s.start_time
+    )
+    assert [c.attributes.get(semconv.GEN_AI_AGENT_NAME) for c in calls] == ["writer", None]
+    assert [c.attributes[semconv.GEN_AI_RESPONSE_MODEL] for c in calls] == ["m@writer", "m"]

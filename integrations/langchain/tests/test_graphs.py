@@ -177,3 +177,30 @@ def test_nested_graphs_nest_their_spans(gateway: agl.Gateway, store: agl.SqliteS
     assert parent(spans, reward).name == "review"
     trajectory = assert_joined(spans, ["draft", "draft"])
     assert [t.reward for t in trajectory.transitions] == [None, 0.5]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_each_call_names_its_agent_to_the_gateway_which_routes_it(
+    scripted_server: Any, store: agl.SqliteStore, asynchronous: bool
+) -> None:
+    """The gateway learns whose call it answers from the request (the handler's current run names the agent), so
+    it can send each trained agent's calls to a model of its own (its LoRA adapter) and the others' to the base."""
+    handler = LightningCallbackHandler()
+
+    @agl.rollout
+    async def sql_agent(task: dict[str, Any], llm: agl.LLM) -> float:
+        graph, config = writer_checker(llm), {"callbacks": [handler]}
+        if asynchronous:
+            await graph.ainvoke({"question": task["question"]}, config)
+        else:
+            await asyncio.to_thread(graph.invoke, {"question": task["question"]}, config)
+        return 1.0
+
+    with agl.Gateway(scripted_server.url, store, agent_models={"writer": "scripted@writer"}) as gateway:
+        trainer = agl.Trainer(store=store, initial_resources={"llm": gateway.llm("scripted")})
+        result = trainer.dev(sql_agent, [{"question": "names"}])
+    assert result.succeeded == 1 and handler.errors == 0
+    spans = rollout_spans(store, result.rollouts[0][0])
+    recorded = [s for s in spans if s.attributes.get(semconv.AGL_LLM_GATEWAY) is True]
+    asked = {s.attributes[semconv.GEN_AI_AGENT_NAME]: s.attributes[semconv.GEN_AI_REQUEST_MODEL] for s in recorded}
+    assert asked == {"writer": "scripted@writer", "checker": "scripted"}

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import agentlightning_rl as agl_rl
 import pytest
 import torch
 from agentlightning_engine import TransformersEngine
@@ -226,3 +227,83 @@ def test_lora_trains_the_adapter_the_engine_serves_and_checkpoints_only_it(
     saved = load_file(str(tmp_path / "latest" / "weights.safetensors"))
     # Named as in the peft model that was trained ("base_model.model." + the module's own name).
     assert sorted(name.removeprefix("base_model.model.") for name in saved) == sorted(adapters)
+
+
+def test_an_adapter_per_agent_trains_each_agents_own_while_the_others_call_the_base_model(
+    engine: TransformersEngine,
+) -> None:
+    base = {name: p.detach().clone() for name, p in engine.model.named_parameters()}
+    answered_by: dict[str, set[str]] = {"writer": set(), "checker": set(), "reader": set()}
+
+    async def ask(llm: agl.LLM, agent: str, prompt: str) -> str:
+        client = AsyncOpenAI(base_url=llm.for_agent(agent).base_url, api_key="unused")
+        reply = await client.chat.completions.create(
+            model=llm.model, messages=[{"role": "user", "content": prompt}], max_tokens=3, temperature=1.0
+        )
+        answered_by[agent].add(reply.model)
+        return reply.choices[0].message.content or ""
+
+    @agl.rollout
+    async def three_agents(task: dict[str, Any], llm: agl.LLM) -> float:
+        text = await ask(llm, "writer", task["prompt"])
+        text += await ask(llm, "checker", text)
+        text += await ask(llm, "reader", text)  # not trained: the environment
+        return sum(c in "aeiou" for c in text) / max(len(text), 1)
+
+    config = LightningRLConfig(
+        iterations=2,
+        tasks_per_iteration=2,
+        group_size=2,
+        learning_rate=1e-2,
+        skip_equal_groups=False,
+        agents=["writer", "checker"],
+        lora=LoraSettings(rank=2, alpha=4, adapter_per_agent=True),
+    )
+    algorithm = LightningRL(engine, config, progress=False)
+    result = agl.Trainer(algorithm=algorithm, store=agl.InMemoryStore()).fit(three_agents, PROMPTS)
+    assert all(r.sequences == 8 for r in result.history)  # 4 rollouts x (writer + checker)
+
+    name = engine.model_name
+    assert algorithm.agent_models == {"writer": f"{name}@writer", "checker": f"{name}@checker"}
+    # The gateway sent each trained agent's calls to its own adapter, the others' to the base model.
+    assert answered_by == {"writer": {f"{name}@writer"}, "checker": {f"{name}@checker"}, "reader": {name}}
+    parameters = dict(engine.model.named_parameters())
+    for agent in ("writer", "checker"):
+        trained = [p for n, p in parameters.items() if f"lora_B.agent_{agent}." in n]
+        assert trained and any(bool(p.abs().sum() > 0) for p in trained), agent
+    assert not any("reader" in n for n in parameters)
+    for weight, before in base.items():  # the base model, which the reader calls, as it was
+        now = parameters.get(weight, parameters.get(weight.replace(".weight", ".base_layer.weight")))
+        assert now is not None and torch.equal(now, before), weight
+
+
+def test_a_trained_agents_call_that_missed_its_adapter_stops_the_run(engine: TransformersEngine) -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    from agentlightning import semconv
+    from agentlightning.tracer import begin_span, propagate_traceparent
+
+    propagate_traceparent()  # the gateway's span of the call joins the writer's span below
+
+    @agl.rollout
+    async def unrouted_writer(task: dict[str, Any], llm: agl.LLM) -> float:
+        # The writer's span is the call's parent, but neither the current span nor the URL names the agent (a
+        # tracer that does not tell the gateway): the call reaches the base model.
+        span = begin_span("invoke_agent writer", attributes={semconv.GEN_AI_AGENT_NAME: "writer"})
+        assert span is not None
+        context = SpanContext(int(span.trace_id, 16), int(span.span_id, 16), False, TraceFlags(TraceFlags.SAMPLED))
+        with trace.use_span(NonRecordingSpan(context), end_on_exit=False):
+            await _ask(llm, task["prompt"], max_tokens=2)
+        span.end()
+        return 1.0
+
+    config = LightningRLConfig(
+        iterations=1,
+        tasks_per_iteration=1,
+        group_size=2,
+        agents=["writer"],
+        lora=LoraSettings(rank=2, alpha=4, adapter_per_agent=True),
+    )
+    with pytest.raises(agl_rl.AdapterNotUsed, match=r"agent 'writer'.*llm.for_agent\('writer'\)"):
+        _fit(engine, config, unrouted_writer)

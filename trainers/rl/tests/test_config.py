@@ -49,7 +49,6 @@ def test_an_invalid_setting_is_refused_naming_its_field(settings: dict[str, Any]
     [
         (lambda: LoraSettings(rank=0), "LoraSettings.rank"),
         (lambda: LoraSettings(alpha=0), "LoraSettings.alpha"),
-        (lambda: LoraSettings(dropout=1.0), "LoraSettings.dropout"),
         (lambda: LoraSettings(target_modules=()), "LoraSettings.target_modules"),
         (lambda: RuntimeRewardRules(tool_error=float("nan")), "RuntimeRewardRules.tool_error"),
         (lambda: RuntimeRewardRules(annotations={"": 1.0}), "RuntimeRewardRules.annotations"),

@@ -23,6 +23,7 @@ from agentlightning import semconv
 from agentlightning.errors import StoreError
 from agentlightning.gateway.record import StreamAssembler, parse_traceparent, request_attributes, response_attributes
 from agentlightning.store.base import LightningStore
+from agentlightning.tracer.propagation import AGENT_HEADER
 from agentlightning.types import Span, SpanKind, SpanStatus, StatusCode
 
 __all__ = ["GatewayConfig", "GatewayStatistics", "create_gateway_app", "openai_error"]
@@ -31,7 +32,6 @@ log = logging.getLogger("agentlightning.gateway")
 
 ROLLOUT_HEADER = "x-agentlightning-rollout-id"
 ATTEMPT_HEADER = "x-agentlightning-attempt-id"
-AGENT_HEADER = "x-agentlightning-agent"
 _OPERATIONS = {
     "chat/completions": semconv.GEN_AI_OPERATION_CHAT,
     "completions": semconv.GEN_AI_OPERATION_TEXT_COMPLETION,
@@ -50,6 +50,9 @@ class GatewayConfig:
     request_token_ids: bool = True
     upstream_api_key: str | None = None
     timeout: float = 600.0
+    #: Agent name -> the model name its calls go upstream with (e.g. the LoRA adapter an engine serves for that
+    #: agent), whatever model the agent asked for. Calls of other agents, or of no agent, go as they are.
+    agent_models: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -256,6 +259,8 @@ class _Proxy:
             return await self._fail(
                 call, 400, "The request body must be a JSON object.", "invalid_request_error", "invalid_body"
             )
+        if agent is not None and (routed := self.config.agent_models.get(agent)) is not None:
+            body["model"] = routed  # recorded as the model asked for: the one that answers
         call.body = body
         call.attributes = request_attributes(body, operation)
         wants_logprobs = bool(body.get("logprobs"))

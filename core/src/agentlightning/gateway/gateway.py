@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import JsonValue
@@ -25,6 +26,10 @@ class Gateway(HttpServer):
     tools, usage, finish reasons, and the exact prompt / completion token ids and logprobs when the
     upstream returns them (vLLM and ``agentlightning-engine`` do; hosted APIs do not, so set
     ``request_token_ids=False`` for those).
+
+    ``agent_models`` routes calls by agent: a call attributed to an agent named there goes upstream with that
+    model name instead of the one asked for, so that, say, each trained agent reaches its own LoRA adapter while
+    the others reach the base model.
     """
 
     def __init__(
@@ -37,9 +42,10 @@ class Gateway(HttpServer):
         request_token_ids: bool = True,
         upstream_api_key: str | None = None,
         timeout: float = 600.0,
+        agent_models: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
-        config = GatewayConfig(upstream, request_token_ids, upstream_api_key, timeout)
+        config = GatewayConfig(upstream, request_token_ids, upstream_api_key, timeout, dict(agent_models or {}))
         app, self._proxy = create_gateway_app(store, config)
         super().__init__(app, host=host, port=port)
 

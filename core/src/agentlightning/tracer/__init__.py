@@ -13,7 +13,7 @@ from agentlightning.tracer.emit import (
     reward_computation,
     set_emitters_outside_rollout,
 )
-from agentlightning.tracer.propagation import propagate_traceparent
+from agentlightning.tracer.propagation import current_agent, propagate_traceparent
 from agentlightning.tracer.spans import OpenSpan, begin_span
 from agentlightning.tracer.tracer import Tracer, otel_tracer
 
@@ -24,6 +24,7 @@ __all__ = [
     "Thread",
     "Tracer",
     "active_rollout",
+    "current_agent",
     "emit_annotation",
     "emit_exception",
     "emit_message",

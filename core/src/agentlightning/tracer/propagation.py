@@ -1,4 +1,5 @@
-"""W3C ``traceparent`` on the ``openai`` client's requests, so the gateway's span of a call joins the caller's.
+"""W3C ``traceparent`` (and the agent's name) on the ``openai`` client's requests, so the gateway's span of a call
+joins the caller's, and the gateway knows whose call it is while answering it.
 
 The gateway records the ``traceparent`` header of each call as ``agentlightning.llm.caller_traceparent``; the
 trajectory adapter then treats the caller's span as the gateway span's parent, and pairs the two when the caller's
@@ -16,11 +17,27 @@ from typing import Any
 
 from agentlightning.tracer._context import ACTIVE
 
-__all__ = ["propagate_traceparent"]
+__all__ = ["AGENT_HEADER", "current_agent", "propagate_traceparent"]
 
 log = logging.getLogger("agentlightning.tracer")
 
+#: The request header naming the agent a call belongs to: the gateway records it on the call's span and routes
+#: by it (``Gateway(agent_models=...)``).
+AGENT_HEADER = "x-agentlightning-agent"
+
 _installed = False
+
+
+def current_agent() -> str | None:
+    """The agent whose code runs here, inside an active rollout: the ``agentlightning_agent`` of the current
+    OpenTelemetry span. Integrations make spans current that carry it (``OpenSpan.current()`` does for a span
+    with ``gen_ai.agent.name``), so the gateway learns whose call it gets before answering it."""
+    if ACTIVE.get() is None:
+        return None
+    from opentelemetry import trace
+
+    agent = getattr(trace.get_current_span(), "agentlightning_agent", None)
+    return agent if isinstance(agent, str) and agent else None
 
 
 def current_traceparent() -> str | None:
@@ -36,7 +53,8 @@ def current_traceparent() -> str | None:
 
 
 def propagate_traceparent() -> bool:
-    """Make every request of the ``openai`` client carry the current span's ``traceparent`` inside a rollout.
+    """Make every request of the ``openai`` client carry the current span's ``traceparent`` inside a rollout, and
+    the current agent (:func:`current_agent`) in the ``x-agentlightning-agent`` header when one is known.
 
     Installed once per process, and only once ``openai`` is imported (returns whether it is installed). The
     header is added where the client builds a request's headers (``BaseClient._build_headers``, the same in openai
@@ -69,6 +87,8 @@ def propagate_traceparent() -> bool:
         try:
             if "traceparent" not in headers and (traceparent := current_traceparent()) is not None:
                 headers["traceparent"] = traceparent
+            if AGENT_HEADER not in headers and (agent := current_agent()) is not None:
+                headers[AGENT_HEADER] = agent
         except Exception:
             log.exception("Could not add the traceparent header to an openai request")
         return headers

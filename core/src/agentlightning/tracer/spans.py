@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from agentlightning import semconv
 from agentlightning.tracer._context import ACTIVE, ActiveRollout
 from agentlightning.tracer.tracer import SpanRecord
 from agentlightning.types import SpanKind, StatusCode
@@ -86,14 +87,19 @@ class OpenSpan:
     @contextmanager
     def current(self) -> Iterator[None]:
         """Make this span the current OpenTelemetry span inside the block, so spans recorded there (emitted
-        rewards, OpenTelemetry instrumentations) become its children."""
+        rewards, OpenTelemetry instrumentations) become its children; when it names an agent
+        (``gen_ai.agent.name``), LLM calls made there are that agent's for the gateway too."""
         from opentelemetry import trace
         from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
         context = SpanContext(
             int(self.trace_id, 16), int(self.span_id, 16), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
         )
-        with trace.use_span(NonRecordingSpan(context), end_on_exit=False):
+        view = NonRecordingSpan(context)
+        agent = self.attributes.get(semconv.GEN_AI_AGENT_NAME)
+        if isinstance(agent, str):
+            view.agentlightning_agent = agent  # type: ignore[attr-defined]  # read by current_agent()
+        with trace.use_span(view, end_on_exit=False):
             yield
 
 

@@ -10,7 +10,9 @@ Two things need the run a piece of code executes in, and LangChain tells neither
   request the ``openai`` client makes inside a recorded run carries the current span's W3C ``traceparent``
   header (``agentlightning.tracer.propagate_traceparent``, in the core); with the LLM call's span current, the
   gateway records it as ``agentlightning.llm.caller_traceparent`` and the trajectory adapter pairs its span with
-  the LLM-call span it names, streamed or not, however many calls run in parallel.
+  the LLM-call span it names, streamed or not, however many calls run in parallel. The request names the call's
+  agent too (``x-agentlightning-agent``, from the view's ``agentlightning_agent``), so a gateway that routes agents
+  to models of their own (one LoRA adapter per trained agent) sends it to the right one.
 
 LangChain calls a run's start callback in the context its body runs in, but often its end callback in a copy of
 that context (LangGraph does for nodes and graphs), so a run that ends cannot restore what was current before it
@@ -27,6 +29,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, TraceFlags
 
+from agentlightning import semconv
 from agentlightning.tracer import OpenSpan
 
 __all__ = ["Run", "current_run", "enter", "leave"]
@@ -71,6 +74,18 @@ class _RunSpan(NonRecordingSpan):
                 return run.outer_span.get_span_context() if run.outer_span is not None else INVALID_SPAN_CONTEXT
             run = outer
         return run.context if run.context is not None else INVALID_SPAN_CONTEXT
+
+    @property
+    def agentlightning_agent(self) -> str | None:
+        """The agent of the innermost open run that names one: the core puts it on the LLM requests made here, so
+        the gateway knows whose call it answers (and can route it to that agent's model)."""
+        run = _live(self._run)
+        while run is not None:
+            agent = run.span.attributes.get(semconv.GEN_AI_AGENT_NAME)
+            if isinstance(agent, str):
+                return agent
+            run = _live(run.outer_run)
+        return None
 
 
 def _settled(span: trace.Span) -> trace.Span:

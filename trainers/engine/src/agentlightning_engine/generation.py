@@ -26,6 +26,9 @@ __all__ = ["Sequence", "Progress", "BatchGenerator"]
 
 log = logging.getLogger("agentlightning_engine")
 
+# peft's name for "no adapter" in a mixed-adapter batch.
+_BASE_ADAPTER = "__base__"
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -49,6 +52,8 @@ class Sequence:
     generator: torch.Generator
     report: Callable[[Progress], None]
     stream: bool = False
+    #: The LoRA adapter to generate with (see :meth:`BatchGenerator.serve_adapters`); ``None``: the base model.
+    adapter: str | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     #: Set by the requester (any thread) when nobody waits for the answer any more.
@@ -155,6 +160,8 @@ class BatchGenerator:
         self._keep_last_logits: dict[str, int] = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
         # Recent transformers call `past_key_values` `cache` (and warn about the old name).
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        # With adapters served, forward passes go through the peft model wrapped around ``model``.
+        self._adapter_model: Any = None
         decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
         self._byte_level = "ByteLevel" in repr(decoder)
         self.token_info = lru_cache(maxsize=65536)(self._token_info)
@@ -168,10 +175,21 @@ class BatchGenerator:
             data = text.encode("utf-8")
         return text, list(data)
 
-    def _forward(self, cache: Any, **inputs: Any) -> torch.Tensor:
+    def serve_adapters(self, peft_model: Any) -> None:
+        """Run forward passes through ``peft_model`` (a peft model wrapped around :attr:`model`), each row with its
+        sequence's adapter (``Sequence.adapter``; the base weights alone for ``None``): peft's mixed-adapter
+        batches, so sequences of different adapters still share one batch. ``None`` goes back to :attr:`model`."""
+        with self.lock:
+            self._adapter_model = peft_model
+
+    def _forward(self, cache: Any, sequences: list[Sequence], **inputs: Any) -> torch.Tensor:
         inputs[self._cache_argument] = cache
         with self.lock:
-            output = self.model(**inputs, use_cache=True, **self._keep_last_logits)
+            if self._adapter_model is not None:
+                names = [_BASE_ADAPTER if s.adapter is None else s.adapter for s in sequences]
+                output = self._adapter_model(**inputs, use_cache=True, adapter_names=names, **self._keep_last_logits)
+            else:
+                output = self.model(**inputs, use_cache=True, **self._keep_last_logits)
         return output.logits[:, -1, :].float()  # type: ignore[no-any-return]
 
     @torch.inference_mode()
@@ -206,7 +224,9 @@ class BatchGenerator:
         )
         positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        logits = self._forward(cache, input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+        logits = self._forward(
+            cache, sequences, input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
+        )
         return _Rows(sequences, cache, attention_mask, positions[:, -1:], logits)
 
     def _step(self, rows: _Rows) -> _Rows | None:
@@ -245,7 +265,7 @@ class BatchGenerator:
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(live), 1))], dim=-1)
         positions = positions + 1
         logits = self._forward(
-            cache, input_ids=next_tokens[:, None], attention_mask=attention_mask, position_ids=positions
+            cache, live, input_ids=next_tokens[:, None], attention_mask=attention_mask, position_ids=positions
         )
         return _Rows(live, cache, attention_mask, positions, logits)
 

@@ -48,12 +48,14 @@ def create_app(engine: TransformersEngine, *, api_key: str | None = None) -> Sta
                 "object": "list",
                 "data": [
                     {
-                        "id": engine.model_name,
+                        "id": name,
                         "object": "model",
                         "created": int(time.time()),
                         "owned_by": "agentlightning",
                         "max_model_len": engine.max_model_len,
+                        **({"parent": engine.model_name} if name != engine.model_name else {}),
                     }
+                    for name in [engine.model_name, *engine.adapters]
                 ],
             }
         )

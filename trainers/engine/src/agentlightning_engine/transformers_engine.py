@@ -112,6 +112,7 @@ class TransformersEngine:
             self._generator.run, max_batch_size=max_batch_size, batch_wait_s=batch_wait_ms / 1000
         )
         self._weights_version = 0
+        self._adapters: dict[str, str] = {}
 
     @property
     def statistics(self) -> BatchStatistics:
@@ -131,6 +132,42 @@ class TransformersEngine:
     def weights_version(self) -> int:
         """How many times :meth:`load_weights` replaced the weights."""
         return self._weights_version
+
+    @property
+    def adapters(self) -> dict[str, str]:
+        """The LoRA adapters served (:meth:`serve_adapters`): model name -> peft adapter name."""
+        return dict(self._adapters)
+
+    def serve_adapters(self, peft_model: Any, adapters: Mapping[str, str]) -> None:
+        """Serve LoRA adapters of ``peft_model`` (a peft model wrapped around :attr:`model`, e.g. by
+        ``get_peft_model(engine.model, ...)``), each under a model name of its own, as vLLM serves LoRA adapters.
+
+        ``adapters`` maps a model name to a peft adapter name: a request whose ``model`` is one of these names
+        generates with that adapter, and every other request with the base weights alone (whichever adapter
+        peft has active). Requests of different adapters still share one batch. A trainer keeps changing the
+        adapters' weights in place (inside :meth:`paused`); call this again to change the names.
+
+        Raises:
+            EngineError: ``peft_model`` does not wrap this engine's model, or has no adapter of one of the names.
+        """
+        base = getattr(getattr(peft_model, "base_model", None), "model", None)
+        if base is not self.model:
+            raise EngineError(
+                "serve_adapters needs a peft model wrapped around this engine's own model "
+                "(get_peft_model(engine.model, config)); this one wraps another module."
+            )
+        known = set(getattr(peft_model, "peft_config", {}) or {})
+        unknown = sorted(set(adapters.values()) - known)
+        if unknown:
+            raise EngineError(f"The peft model has no adapter named {unknown}; it has {sorted(known)}.")
+        if self.model_name in adapters:
+            raise EngineError(f"{self.model_name!r} is the base model's name; serve the adapters under other names.")
+        with self._generator.lock:
+            self._adapters = dict(adapters)
+            self._generator.serve_adapters(peft_model if adapters else None)
+
+    def _served_name(self, request: ChatCompletionRequest) -> str:
+        return request.model if request.model is not None and request.model in self._adapters else self.model_name
 
     def load_weights(self, weights: Mapping[str, torch.Tensor] | str | os.PathLike[str]) -> None:
         """Copy new weights into :attr:`model` in place (the module and its parameters stay the same objects).
@@ -231,6 +268,7 @@ class TransformersEngine:
                     generator=torch.Generator(device=self.device).manual_seed(seed),
                     report=report,
                     stream=stream,
+                    adapter=self._adapters.get(request.model) if request.model is not None else None,
                 )
             )
         self._batcher.submit(sequences)
@@ -258,7 +296,7 @@ class TransformersEngine:
         return ChatCompletion(
             id=prepared.id,
             created=prepared.created,
-            model=self.model_name,
+            model=self._served_name(prepared.request),
             choices=choices,
             usage=Usage(
                 prompt_tokens=prompt_tokens,
@@ -305,7 +343,11 @@ class TransformersEngine:
 
         def chunk(choices: list[ChunkChoice], **extra: Any) -> ChatCompletionChunk:
             return ChatCompletionChunk(
-                id=prepared.id, created=prepared.created, model=self.model_name, choices=choices, **extra
+                id=prepared.id,
+                created=prepared.created,
+                model=self._served_name(prepared.request),
+                choices=choices,
+                **extra,
             )
 
         try:

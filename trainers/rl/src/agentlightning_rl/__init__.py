@@ -17,7 +17,7 @@ The pieces, in the order a training step uses them::
 """
 
 from agentlightning_rl.advantages import Advantages, Sample, compute_advantages, group_advantages
-from agentlightning_rl.agents import AgentAdapters, UntrainedAgent, agent_filter, select_agents
+from agentlightning_rl.agents import AdapterNotUsed, AgentAdapters, UntrainedAgent, agent_filter, select_agents
 from agentlightning_rl.algorithm import LightningRL, LightningRLResult, NothingToTrain
 from agentlightning_rl.batch import InvalidLogprobs, MicroBatch, SharedPrompts, make_micro_batches
 from agentlightning_rl.checkpoint import CheckpointError, TrainingState, load_checkpoint, save_checkpoint
@@ -79,6 +79,7 @@ __all__ = [
     "select_agents",
     "AgentAdapters",
     "UntrainedAgent",
+    "AdapterNotUsed",
     # batches, logprobs, loss, step
     "MicroBatch",
     "SharedPrompts",

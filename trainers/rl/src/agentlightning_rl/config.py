@@ -78,15 +78,15 @@ class LoraSettings:
     Attributes:
         rank: the rank ``r`` of ``B A``.
         alpha: the scale numerator; the update is scaled by ``alpha / rank``.
-        dropout: dropout on the LoRA input.
         target_modules: names of the linear layers that get an adapter (Llama / SmolLM2 names by default).
         adapter_per_agent: one adapter per trained agent on the one base model (``agents`` must then name
-            them); otherwise every trained agent shares one adapter.
+            them). The engine serves each as ``<model>@<agent>`` and the gateway sends the calls attributed to
+            that agent there, while the other agents' calls get the base model. Otherwise every trained agent
+            shares one adapter, which then serves every call.
     """
 
     rank: int = 16
     alpha: int = 32
-    dropout: float = 0.0
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     adapter_per_agent: bool = False
 
@@ -95,8 +95,6 @@ class LoraSettings:
             raise ConfigError(f"LoraSettings.rank must be at least 1, got {self.rank}.")
         if self.alpha < 1:
             raise ConfigError(f"LoraSettings.alpha must be at least 1, got {self.alpha}.")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"LoraSettings.dropout must be in [0, 1), got {self.dropout}.")
         if not self.target_modules:
             raise ConfigError("LoraSettings.target_modules is empty; name at least one module (e.g. 'q_proj').")
 
@@ -113,7 +111,7 @@ class LightningRLConfig:
             after the last); 0 validates only before and after.
         checkpoint_every: save a resumable checkpoint every this many iterations (and after the last) when a
             checkpoint folder is given; 0 saves only after the last.
-        seed: seeds the task order and torch (sampling in the engine, dropout).
+        seed: seeds the task order and torch (sampling in the engine).
         success_threshold: a rollout whose final reward is at least this counts as a success (the accuracy
             the progress bar and the metrics report).
         agents: whose LLM calls are trained (``None``: every call); the others are the environment.
