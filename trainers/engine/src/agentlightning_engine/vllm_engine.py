@@ -158,6 +158,11 @@ class VLLMEngine:
         return self._weights_version
 
     @property
+    def max_lora_rank(self) -> int | None:
+        """The largest LoRA rank the server takes (``None`` for an attached server: it did not say)."""
+        return None if self._attached else self._max_lora_rank
+
+    @property
     def loras(self) -> dict[str, str]:
         """The LoRA adapters loaded through this object: name -> folder."""
         return dict(self._loras)

@@ -39,8 +39,8 @@ from agentlightning.algorithm import Algorithm, Dataset
 from agentlightning.reward import final_reward
 from agentlightning.types import Rollout, RolloutMode, RolloutStatus, Span
 from agentlightning_rl.advantages import compute_advantages
-from agentlightning_rl.agents import AdapterNotUsed, AgentAdapters, select_agents
-from agentlightning_rl.backend import backend_for
+from agentlightning_rl.agents import SHARED_ADAPTER, AdapterNotUsed, AgentAdapters, select_agents
+from agentlightning_rl.backend import ReloadedWeights, backend_for
 from agentlightning_rl.batch import make_micro_batches
 from agentlightning_rl.checkpoint import TrainingState, load_checkpoint, new_shuffler, save_checkpoint
 from agentlightning_rl.config import LightningRLConfig
@@ -66,6 +66,9 @@ class LightningRLResult:
     validations: list[ValidationRecord]
     metrics_dir: Path | None
     checkpoint: Path | None
+    #: Behind a server that reloads (VLLMEngine) with LoRA: the trained adapters it goes on serving, one PEFT
+    #: folder per adapter (``model name -> folder`` in ``VLLMEngine.loras``).
+    adapters_folder: Path | None = None
 
     @property
     def initial_validation(self) -> ValidationRecord | None:
@@ -121,21 +124,6 @@ class LightningRL(Algorithm):
     ) -> None:
         self.engine = engine
         self.config = config or LightningRLConfig()
-        if self.config.lora is not None and not hasattr(engine, "paused"):
-            raise ValueError(
-                "LoRA training behind an engine that reloads weights (VLLMEngine) is not available yet: train every "
-                "weight (lora=None), or serve the model with TransformersEngine."
-            )
-        if (
-            self.config.lora is not None
-            and self.config.lora.adapter_per_agent
-            and not hasattr(engine, "serve_adapters")
-        ):
-            raise ValueError(
-                f"lora.adapter_per_agent needs an engine that serves each agent its own adapter, and "
-                f"{type(engine).__name__} cannot (TransformersEngine can). Train the agents with one shared adapter "
-                "(adapter_per_agent=False)."
-            )
         if resume and checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir, the folder to resume from.")
         self.sampling = dict(sampling or {})
@@ -150,6 +138,9 @@ class LightningRL(Algorithm):
         #: With an adapter per agent: agent -> the model name its adapter is served under (the gateway routes
         #: each agent's calls there).
         self.agent_models: dict[str, str] = {}
+        #: The model the published LLM resource names (the engine's, or the shared adapter's behind a server
+        #: that reloads).
+        self.served_model: str = ""
         self.backend = backend_for(engine, policy)
 
     # --- the loop -------------------------------------------------------------------------------------------
@@ -166,7 +157,10 @@ class LightningRL(Algorithm):
         state = TrainingState()
         if self.resume:
             assert self.checkpoint_dir is not None
-            state = load_checkpoint(self.checkpoint_dir, policy, optimizer) or state
+            loaded = load_checkpoint(self.checkpoint_dir, policy, optimizer)
+            if loaded is not None:
+                state = loaded
+                self.backend.publish(policy)  # an engine that reloads still serves what it started with
         shuffler = new_shuffler(config.seed, state.shuffler_state)
         metrics = MetricsLog(self.metrics_dir) if self.metrics_dir is not None else None
         if metrics is not None and self.resume:
@@ -174,7 +168,7 @@ class LightningRL(Algorithm):
         pad_token_id = _pad_token_id(self.backend.tokenizer)
 
         with self._gateway() as gateway:
-            model_name = self.engine.model_name
+            model_name = self.served_model
             train_resources = await self.store.add_resources(
                 {self.resource_name: gateway.llm(model_name, **self.sampling)}
             )
@@ -281,6 +275,7 @@ class LightningRL(Algorithm):
             validations=state.validations,
             metrics_dir=self.metrics_dir,
             checkpoint=self.checkpoint_dir / "latest" if self.checkpoint_dir is not None else None,
+            adapters_folder=getattr(self.backend, "adapters_folder", None),
         )
 
     # --- the pieces -----------------------------------------------------------------------------------------
@@ -355,18 +350,25 @@ class LightningRL(Algorithm):
         """The module to train: the engine's own, or (LoRA) the peft model wrapped around it in place, so the
         engine generates with the adapter too."""
         model = self.backend.model
+        self.served_model = name = self.engine.model_name
         if self.config.lora is None:
             return model, None
         if hasattr(model, "peft_config"):  # a second run on the same engine
             raise ValueError("The engine's model already carries LoRA adapters; start from a fresh engine.")
         lora = self.config.lora
         adapters = AgentAdapters(model, lora, self.config.trained_agent_names if lora.adapter_per_agent else None)
+        served: dict[str, str] = {}
         if adapters.per_agent:
             # Each trained agent's calls reach its own adapter; everyone else's, the base model.
-            self.agent_models = {agent: f"{self.engine.model_name}@{agent}" for agent in adapters.adapter_names}
-            self.engine.serve_adapters(
-                adapters.model, {self.agent_models[agent]: name for agent, name in adapters.adapter_names.items()}
-            )
+            self.agent_models = {agent: f"{name}@{agent}" for agent in adapters.adapter_names}
+            served = {self.agent_models[agent]: adapter for agent, adapter in adapters.adapter_names.items()}
+        elif isinstance(self.backend, ReloadedWeights):
+            # The server holds the base weights: the shared adapter gets a name of its own, which every call asks for.
+            self.served_model = f"{name}@{SHARED_ADAPTER}"
+            served = {self.served_model: SHARED_ADAPTER}
+        # (Otherwise the engine's own module carries the shared adapter, active for every call.)
+        if served:
+            self.backend.serve_adapters(adapters.model, served)
         return adapters.model, adapters
 
     def _reference(self, policy: Any) -> Any:

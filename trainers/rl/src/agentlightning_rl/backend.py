@@ -5,19 +5,26 @@
 - :class:`ReloadedWeights` (a ``VLLMEngine``, or any engine with ``url``, ``model_name`` and
   ``load_weights(folder)``): this process trains its own copy of the served model, loaded from the same folder,
   and after every step saves it (safetensors) and has the engine reload it in place.
+
+With LoRA, :meth:`serve_adapters` names the model each adapter is served under. The shared module's engine
+serves them from the module itself (``TransformersEngine.serve_adapters``); an engine that reloads gets each
+adapter saved after every step (PEFT's format, a new folder per step) and loads it (``VLLMEngine.load_lora``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+log = logging.getLogger("agentlightning_rl")
 
 __all__ = ["ReloadedWeights", "SharedWeights", "backend_for"]
 
@@ -43,6 +50,11 @@ class SharedWeights:
         """Hold generation between two decoding steps while the weights change."""
         return self.engine.paused()  # type: ignore[no-any-return]
 
+    def serve_adapters(self, policy: Any, adapters: Mapping[str, str]) -> None:
+        """Serve the LoRA adapters of ``policy`` (the peft model around the engine's module): model name ->
+        adapter. The engine reads their weights in place, so every step is served at once."""
+        self.engine.serve_adapters(policy, adapters)
+
     def publish(self, policy: Any) -> None:
         """Nothing to do: the engine already serves the updated module."""
 
@@ -63,6 +75,8 @@ class ReloadedWeights:
         torch.nn.Module.to(self.model, device)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self._staging = Path(tempfile.mkdtemp(prefix="agentlightning-weights-"))
+        self._adapters: dict[str, str] = {}
+        self._published = 0
 
     @contextlib.contextmanager
     def served(self) -> Iterator[str]:
@@ -73,14 +87,63 @@ class ReloadedWeights:
         """Generation goes on with the old weights while the copy changes."""
         return contextlib.nullcontext()
 
+    def serve_adapters(self, policy: Any, adapters: Mapping[str, str]) -> None:
+        """Serve the LoRA adapters of ``policy`` (the peft model around this copy) under their model names
+        (model name -> adapter), now and after every step.
+
+        Raises:
+            ValueError: the engine was started without LoRA, or with a smaller maximum rank than the adapters'.
+        """
+        if not getattr(self.engine, "enable_lora", False):
+            raise ValueError(
+                f"LoRA training behind {type(self.engine).__name__} needs the server to load adapters: start it "
+                "with enable_lora=True (VLLMEngine(..., enable_lora=True, max_lora_rank=<at least the rank>))."
+            )
+        rank = max(config.r for config in policy.peft_config.values())
+        limit = getattr(self.engine, "max_lora_rank", None)
+        if limit is not None and rank > limit:
+            raise ValueError(
+                f"The adapters have rank {rank}, but the server takes at most rank {limit}: start it with "
+                f"max_lora_rank={rank} or more, or lower LoraSettings.rank."
+            )
+        self._adapters = dict(adapters)
+        self.publish(policy)
+
     def publish(self, policy: Any) -> None:
-        """Save the updated copy and have the engine reload it in place."""
-        policy.save_pretrained(self._staging, safe_serialization=True)
-        self.engine.load_weights(self._staging)
+        """Have the engine serve the updated copy: its adapters when it has any (saved to a new folder each time,
+        which vLLM's prefix cache keys on), else all its weights, reloaded in place."""
+        if not self._adapters:
+            policy.save_pretrained(self._staging, safe_serialization=True)
+            self.engine.load_weights(self._staging)
+            return
+        self._published += 1
+        folder = self._staging / f"adapters-{self._published}"
+        # PEFT writes each adapter but "default" into a subfolder named after it.
+        policy.save_pretrained(folder, selected_adapters=sorted(set(self._adapters.values())))
+        for name, adapter in self._adapters.items():
+            self.engine.load_lora(name, folder if adapter == "default" else folder / adapter)
+        shutil.rmtree(self._staging / f"adapters-{self._published - 1}", ignore_errors=True)
+
+    @property
+    def adapters_folder(self) -> Path | None:
+        """The folder of the adapters the server serves now (one subfolder per adapter), if any. vLLM reads an
+        adapter's files when it needs them, so this folder outlives the run: the server goes on serving them."""
+        return self._staging / f"adapters-{self._published}" if self._adapters else None
 
     def close(self) -> None:
-        """Remove the staging folder."""
-        shutil.rmtree(self._staging, ignore_errors=True)
+        """Remove the staging folder, but for the adapters the server still serves (:attr:`adapters_folder`)."""
+        keep = self.adapters_folder
+        if keep is None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            return
+        for path in self._staging.iterdir():
+            if path == keep:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        log.info("The trained LoRA adapters the server serves are in %s", keep)
 
 
 def backend_for(engine: Any, policy: str | os.PathLike[str] | None) -> SharedWeights | ReloadedWeights:
