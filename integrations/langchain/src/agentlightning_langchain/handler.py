@@ -16,9 +16,9 @@ from langchain_core.outputs import LLMResult
 
 from agentlightning import semconv
 from agentlightning.tracer import begin_span, propagate_traceparent
+from agentlightning.tracer.runs import Run, enter_run, leave_run
 from agentlightning.types import SpanKind
 from agentlightning_langchain import _messages
-from agentlightning_langchain._context import Run, enter, leave
 
 __all__ = [
     "LightningCallbackHandler",
@@ -155,7 +155,7 @@ class LightningCallbackHandler(BaseCallbackHandler):
         run = Run(span)
         _RUNS[run_id] = run
         if current:
-            enter(run)
+            enter_run(run)
 
     def _hide(self, run_id: UUID, parent_run_id: UUID | None) -> None:
         """A run without a span of its own: its children hang under its parent's span."""
@@ -169,7 +169,7 @@ class LightningCallbackHandler(BaseCallbackHandler):
         run = _RUNS.pop(run_id, None)
         if run is None or not run.own:
             return
-        leave(run)
+        leave_run(run)
         span = run.span
         if error is None:
             span.end(attributes)

@@ -1,20 +1,23 @@
-"""Which recorded LangChain run is current, for what happens inside it but outside LangChain's callbacks.
+"""Which recorded framework run is current, for what happens inside it but outside the framework's callbacks.
 
-Two things need the run a piece of code executes in, and LangChain tells neither:
+An integration records a framework's runs (a chain, a node, an agent, an LLM call, a tool call) as spans, from
+callbacks the framework calls when a run starts and ends. Two things need the run a piece of code executes in,
+and frameworks tell neither:
 
-- **Emitted rewards** (``agl.emit_reward`` inside a tool or a LangGraph node) become children of the current
-  OpenTelemetry span. So a run's span is made current when the run starts: LangChain calls a run's start
-  callback in the context its body then runs in (or copies from), so the body sees the span.
-- **The join with the gateway.** ``ChatOpenAI`` drops the response id of a streamed answer (it keeps only the
-  deltas), so the gateway's span of a streamed call cannot be paired by ``gen_ai.response.id``. Instead, every
-  request the ``openai`` client makes inside a recorded run carries the current span's W3C ``traceparent``
-  header (``agentlightning.tracer.propagate_traceparent``, in the core); with the LLM call's span current, the
-  gateway records it as ``agentlightning.llm.caller_traceparent`` and the trajectory adapter pairs its span with
-  the LLM-call span it names, streamed or not, however many calls run in parallel. The request names the call's
-  agent too (``x-agentlightning-agent``, from the view's ``agentlightning_agent``), so a gateway that routes agents
-  to models of their own (one LoRA adapter per trained agent) sends it to the right one.
+- **Emitted rewards** (``agl.emit_reward`` inside a tool or a graph node) become children of the current
+  OpenTelemetry span. So a run's span is made current when the run starts (:func:`enter_run`): frameworks call a
+  run's start callback in the context its body then runs in (or copies from), so the body sees the span.
+- **The join with the gateway.** Frameworks often drop the response id of a streamed answer, so the gateway's span
+  of a call cannot always be paired by ``gen_ai.response.id``. Instead, every request the ``openai`` client makes
+  inside a recorded run carries the current span's W3C ``traceparent`` header
+  (:func:`~agentlightning.tracer.propagate_traceparent`); with the LLM call's span current, the gateway records it
+  as ``agentlightning.llm.caller_traceparent`` and the trajectory adapter pairs its span with the LLM-call span it
+  names, streamed or not, however many calls run in parallel. The request names the call's agent too
+  (``x-agentlightning-agent``, from the view's ``agentlightning_agent``: the innermost open run whose span has
+  ``gen_ai.agent.name``), so a gateway that routes agents to models of their own (one LoRA adapter per trained
+  agent) sends it to the right one.
 
-LangChain calls a run's start callback in the context its body runs in, but often its end callback in a copy of
+Frameworks call a run's start callback in the context its body runs in, but often its end callback in a copy of
 that context (LangGraph does for nodes and graphs), so a run that ends cannot restore what was current before it
 where it matters. Instead, what is set current is a live view of the run: while the run is open it is the run's
 span; once it has ended it is the innermost enclosing run that is still open (or, past the outermost, the span that
@@ -30,21 +33,22 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, TraceFlags
 
 from agentlightning import semconv
-from agentlightning.tracer import OpenSpan
+from agentlightning.tracer.spans import OpenSpan
 
-__all__ = ["Run", "current_run", "enter", "leave"]
+__all__ = ["Run", "current_run", "enter_run", "leave_run"]
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
 class Run:
-    """One LangChain run being recorded: its open span, and the run that was current when it started."""
+    """One framework run being recorded: its open span, and the run that was current when it started."""
 
     __slots__ = ("context", "ended", "outer_run", "outer_span", "own", "span")
 
     def __init__(self, span: OpenSpan, own: bool = True) -> None:
         self.span = span
-        # False for a run LangChain marks hidden: it stands for its parent's span, so its children hang there.
+        # False for a run without a span of its own (LangChain's hidden runs): it stands for its parent's span, so
+        # its children hang there.
         self.own = own
         self.ended = False
         self.outer_run: Run | None = None
@@ -101,7 +105,7 @@ def _settled(span: trace.Span) -> trace.Span:
     return span
 
 
-_CURRENT: ContextVar[Run | None] = ContextVar("agentlightning_langchain_run", default=None)
+_CURRENT: ContextVar[Run | None] = ContextVar("agentlightning_run", default=None)
 
 
 def current_run() -> Run | None:
@@ -109,7 +113,7 @@ def current_run() -> Run | None:
     return _live(_CURRENT.get())
 
 
-def enter(run: Run) -> None:
+def enter_run(run: Run) -> None:
     """Make ``run`` the current run, and its span the current OpenTelemetry span, in this context."""
     span = run.span
     run.outer_run = _live(_CURRENT.get())
@@ -120,7 +124,7 @@ def enter(run: Run) -> None:
     _CURRENT.set(run)
 
 
-def leave(run: Run) -> None:
+def leave_run(run: Run) -> None:
     """Mark ``run`` ended: wherever it is still current, its enclosing open run now is."""
     run.ended = True
     if _CURRENT.get() is run:  # ended where it started (a plain call): put back what was current before
