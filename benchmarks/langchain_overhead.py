@@ -31,6 +31,7 @@ from typing import Any
 
 os.environ["LANGCHAIN_TRACING_V2"] = os.environ["LANGSMITH_TRACING"] = "false"
 
+from _overhead import report  # benchmarks/_overhead.py: how both overhead benchmarks print a case
 from agentlightning_langchain import LightningCallbackHandler
 from langchain.agents import create_agent
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForLLMRun
@@ -115,20 +116,7 @@ async def interleaved(
     return {label: statistics.median(values) for label, values in times.items()}
 
 
-def report(title: str, got: dict[str, float], llm_calls: int) -> None:
-    none, nothing, ours = got["none"], got["nothing"], got["lightning"]
-    print(title)
-    print(f"  no handler                   {none:8.1f} µs")
-    print(f"  a do-nothing handler         {nothing:8.1f} µs   (LangChain's callback machinery)")
-    print(f"  LightningCallbackHandler     {ours:8.1f} µs")
-    print(
-        f"  handler adds                 {ours - nothing:8.1f} µs over the do-nothing handler "
-        f"({(ours - nothing) / llm_calls:.1f} µs per LLM call), {(ours - nothing) / ours * 100:.1f} % of the run"
-    )
-    print(
-        f"  all callbacks add            {ours - none:8.1f} µs over no handler "
-        f"({(ours - none) / llm_calls:.1f} µs per LLM call), {(ours - none) / ours * 100:.1f} % of the run"
-    )
+LABELS = ("no handler", "a do-nothing handler", "LightningCallbackHandler")
 
 
 async def main() -> None:
@@ -156,6 +144,7 @@ async def main() -> None:
             f"One LLM call (model.invoke: {len(messages)} messages, 1 tool offered), per call",
             await interleaved(calls, args.calls, store, tracer),
             llm_calls=1,
+            labels=LABELS,
         )
 
         agent = create_agent(InstantModel(), tools=[lookup], name="bench")
@@ -166,6 +155,7 @@ async def main() -> None:
             "One agent run (create_agent: 2 LLM calls, 2 parallel tool calls, 9 spans), per run",
             await interleaved(runs, args.runs, store, tracer),
             llm_calls=2,
+            labels=LABELS,
         )
         tracer.close()
         print(f"handler errors: {handler.errors}; spans dropped: {(await store.statistics()).spans_dropped}")

