@@ -37,19 +37,25 @@ class BatchStatistics:
 class DynamicBatcher:
     """Collects the sequences of requests into batches of at most ``max_batch_size`` rows and runs each with
     ``run_batch(batch, take)`` in a worker thread; ``take(rows)``, given how many rows the running batch has now,
-    hands over requests queued since that fit next to them. All sequences of one request (its ``n`` choices) go in the same batch."""
+    hands over requests queued since that fit next to them. All sequences of one request (its ``n`` choices) go in
+    the same batch.
+
+    A batch starts once no new request came for ``batch_wait_s`` after the last one, or ``max_batch_wait_s`` after
+    the first, or when it is full."""
 
     def __init__(
         self,
         run_batch: Callable[[list[Sequence], Callable[[int], list[Sequence]]], None],
         *,
         max_batch_size: int = 32,
-        batch_wait_s: float = 0.005,
+        batch_wait_s: float = 0.02,
+        max_batch_wait_s: float = 0.1,
         name: str = "agentlightning-engine-batcher",
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
+        self.max_batch_wait_s = max(max_batch_wait_s, batch_wait_s)
         self._queue: queue.Queue[list[Sequence] | object] = queue.Queue()
         self._carry: list[Sequence] | object | None = None
         self.statistics = BatchStatistics()
@@ -75,10 +81,15 @@ class DynamicBatcher:
                 return
             assert isinstance(first, list)
             batch = list(first)
-            deadline = time.monotonic() + self.batch_wait_s
+            # A burst of requests (the rollouts of an RL step, started one after another) arrives spread over tens
+            # of milliseconds: keep collecting while they keep coming, up to a limit, so they share one prefill
+            # instead of most of them joining a batch that started with the first few.
+            start = time.monotonic()
             while len(batch) < self.max_batch_size:
+                now = time.monotonic()
+                wait = min(self.batch_wait_s, start + self.max_batch_wait_s - now)
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._queue.get(timeout=max(0.0, wait))
                 except queue.Empty:
                     break
                 if not isinstance(item, list) or len(batch) + len(item) > self.max_batch_size:

@@ -39,8 +39,14 @@ def build_parser(prog: str = "agl-engine") -> argparse.ArgumentParser:
     serve.add_argument(
         "--batch-wait-ms",
         type=float,
-        default=5.0,
-        help="how long a batch waits for more requests (default: %(default)s)",
+        default=20.0,
+        help="a new batch starts once no request came for this long (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-batch-wait-ms",
+        type=float,
+        default=100.0,
+        help="... or this long after its first request (default: %(default)s)",
     )
     serve.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     return parser
@@ -56,6 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
         served_model_name=args.served_model_name,
         max_batch_size=args.max_batch_size,
         batch_wait_ms=args.batch_wait_ms,
+        max_batch_wait_ms=args.max_batch_wait_ms,
         max_model_len=args.max_model_len,
     )
     server = EngineServer(engine, host=args.host, port=args.port, api_key=args.api_key)

@@ -80,7 +80,8 @@ class TransformersEngine:
         dtype: torch.dtype | None = None,
         served_model_name: str | None = None,
         max_batch_size: int = 32,
-        batch_wait_ms: float = 5.0,
+        batch_wait_ms: float = 20.0,
+        max_batch_wait_ms: float = 100.0,
         max_model_len: int | None = None,
     ) -> None:
         self.device = torch.device(device)
@@ -109,7 +110,10 @@ class TransformersEngine:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(eos, default=0)
         self._generator = BatchGenerator(self.model, self.tokenizer, eos, pad)
         self._batcher = DynamicBatcher(
-            self._generator.run, max_batch_size=max_batch_size, batch_wait_s=batch_wait_ms / 1000
+            self._generator.run,
+            max_batch_size=max_batch_size,
+            batch_wait_s=batch_wait_ms / 1000,
+            max_batch_wait_s=max_batch_wait_ms / 1000,
         )
         self._weights_version = 0
         self._adapters: dict[str, str] = {}
