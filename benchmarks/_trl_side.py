@@ -63,8 +63,9 @@ def main() -> None:
             use_cpu=True,
             bf16=False,
             fp16=False,
-            # TRL turns it on by default; neither side needs it for 135M parameters, and it recomputes the forward.
-            gradient_checkpointing=False,
+            # TRL turns it on by default; neither side needs it for 135M parameters, and it recomputes the forward
+            # (rl_vs_trl.py --trl-defaults measures TRL with it on too).
+            gradient_checkpointing=bool(spec.get("gradient_checkpointing", False)),
             # One optimizer step = one generation batch of prompts_per_step x group_size sequences, trained in
             # micro-batches of micro_batch_size (as LightningRL's micro_batch_size), gradients accumulated.
             per_device_train_batch_size=workload.micro_batch_size,

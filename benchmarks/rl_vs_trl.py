@@ -14,7 +14,8 @@ TRL: ``GRPOTrainer`` from trl 1.16 in its own venv (``benchmarks/.venv-trl``, cr
 ``TRL_REQUIREMENTS``), run by ``benchmarks/_trl_side.py`` on the Hugging Face folder our engine converts the GGUF
 model into (``hf_model_folder``). A step is timed by a TrainerCallback from ``on_step_begin`` to ``on_step_end``:
 batched ``model.generate`` of the 32 sequences, rewards, forward/backward of 4 micro-batches, the AdamW step.
-Its gradient checkpointing (on by default in TRL) is turned off, as it is off on our side.
+Its gradient checkpointing (on by default in TRL) is turned off, as it is off on our side;
+``--trl-defaults`` runs TRL a second time with it on, as a TRL user gets it.
 
 Ours: ``LightningRL`` with a ``TransformersEngine`` serving the same model through the gateway; the agent is an
 ``@agl.rollout`` function calling the LLM resource with one shared ``openai.AsyncOpenAI`` client
@@ -155,7 +156,9 @@ def model_folder() -> Path:
     return hf_model_folder(MODEL)
 
 
-def run_trl(tasks: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+def run_trl(
+    tasks: list[dict[str, Any]], args: argparse.Namespace, gradient_checkpointing: bool = False
+) -> dict[str, Any]:
     """Train GRPOTrainer for warm-up + measured steps in TRL's venv; its per-step records."""
     spec = {
         "model_folder": str(model_folder()),
@@ -163,6 +166,7 @@ def run_trl(tasks: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, 
         "workload": dataclasses.asdict(WORKLOAD),
         "warmup": args.warmup,
         "steps": args.steps,
+        "gradient_checkpointing": gradient_checkpointing,
     }
     with tempfile.TemporaryDirectory(prefix="rl-vs-trl-") as tmp:
         spec_path = Path(tmp) / "spec.json"
@@ -320,6 +324,12 @@ def print_table(columns: dict[str, dict[str, float]], args: argparse.Namespace) 
     print("-" * len(header))
     for label, key, fmt in rows:
         print(f"{label:32s}" + "".join(f"{fmt.format(c[key]):>{width}s}" for c in columns.values()))
+    defaults = columns.get("TRL (checkpointing on)")
+    if defaults is not None:
+        for name, column in columns.items():
+            if not name.startswith("TRL"):
+                ratio = column["sequences_per_second"] / defaults["sequences_per_second"]
+                print(f"{name} / TRL with its default gradient checkpointing: {ratio:.2f}x")
     skipping = columns.get("LightningRL (skip equal)")
     if skipping is not None and skipping["trained_sequences"] < skipping["sequences"]:
         print(
@@ -329,7 +339,7 @@ def print_table(columns: dict[str, dict[str, float]], args: argparse.Namespace) 
     trl = columns.get("TRL GRPOTrainer")
     if trl is not None:
         for name, column in columns.items():
-            if name != "TRL GRPOTrainer":
+            if not name.startswith("TRL"):
                 ratio = column["sequences_per_second"] / trl["sequences_per_second"]
                 print(f"{name} / TRL step throughput: {ratio:.2f}x (goal: >= 2x)")
 
@@ -344,6 +354,11 @@ def main() -> None:
         "--no-skip-equal-run",
         action="store_true",
         help="leave out the second LightningRL run with the default skip_equal_groups=True",
+    )
+    parser.add_argument(
+        "--trl-defaults",
+        action="store_true",
+        help="also run TRL with its default gradient checkpointing on (it recomputes the forward pass)",
     )
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="venv for TRL (created if missing)")
     args = parser.parse_args()
@@ -360,6 +375,12 @@ def main() -> None:
         print("TRL GRPOTrainer ...", flush=True)
         trl_result = run_trl(tasks, args)
         columns["TRL GRPOTrainer"] = summarize(trl_result["steps"][args.warmup :], "generate_and_score_seconds")
+        if args.trl_defaults:
+            print("TRL GRPOTrainer with its default gradient checkpointing ...", flush=True)
+            defaults = run_trl(tasks, args, gradient_checkpointing=True)
+            columns["TRL (checkpointing on)"] = summarize(
+                defaults["steps"][args.warmup :], "generate_and_score_seconds"
+            )
 
     if not args.skip_ours:
         from agentlightning_engine import TransformersEngine
