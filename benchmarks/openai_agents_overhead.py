@@ -1,6 +1,6 @@
 """Overhead of agentlightning-openai-agents' tracing processor on the agent's run.
 
-    python benchmarks/openai_agents_overhead.py [--runs 200] [--rounds 7]
+    python benchmarks/openai_agents_overhead.py [--runs 200] [--rounds 7] [--http]
 
 A zero-latency model stands in for the LLM: the SDK's own ``OpenAIChatCompletionsModel`` over an ``openai`` client
 whose HTTP transport answers at once, in-process, with a canned chat completion (``httpx.MockTransport``), so
@@ -12,6 +12,9 @@ spans), with a do-nothing processor, and with ``LightningTracingProcessor`` (int
 - one triage run: triage -> handoff -> a math agent that calls two tools at once -> its answer (3 LLM calls,
   2 tool calls, a handoff: 9 spans), per run, per LLM call, and as a share of the run.
 
+With ``--http`` the instant model is a server on 127.0.0.1 in a process of its own, so each LLM call also costs
+what it costs an agent in production: a real HTTP request (the run is longer, and the processor's share smaller).
+
 Each round runs in a rollout of its own; the tracer's writer thread validates and stores the spans meanwhile (off
 the agent's task, but competing for the GIL), and its queue is drained, untimed, between rounds.
 """
@@ -20,10 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import socket
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -54,7 +61,10 @@ def _call(name: str, call_id: str, **arguments: Any) -> dict[str, Any]:
 
 def answer(request: httpx.Request) -> httpx.Response:
     """The instant model: triage hands off to math; math calls add twice, then answers; anyone else answers."""
-    body = json.loads(request.content)
+    return httpx.Response(200, json=_answer(json.loads(request.content)))
+
+
+def _answer(body: dict[str, Any]) -> dict[str, Any]:
     messages = body["messages"]
     system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
     last = messages[-1]
@@ -69,7 +79,45 @@ def answer(request: httpx.Request) -> httpx.Response:
         message = {"role": "assistant", "content": None, "tool_calls": calls}
     else:
         message = {"role": "assistant", "content": "The answer is 5."}
-    return httpx.Response(200, json=_completion(message))
+    return _completion(message)
+
+
+def serve_instant_model(port: int) -> None:
+    """The instant model over HTTP (``--serve PORT``, in a process of its own)."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def completions(request: Request) -> JSONResponse:
+        return JSONResponse(_answer(await request.json()))
+
+    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+@contextlib.contextmanager
+def instant_model_server() -> Iterator[str]:
+    """Start :func:`serve_instant_model` in a child process; its base URL until the block ends."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    child = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or child.poll() is not None:
+                    raise SystemExit("the instant model's server did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        child.terminate()
+        child.wait()
 
 
 @function_tool
@@ -126,20 +174,35 @@ async def interleaved(
 LABELS = ("no trace processor", "a do-nothing processor", "LightningTracingProcessor")
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200, help="runs per round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--http", action="store_true", help="the instant model as a server on 127.0.0.1")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the --http server's own process
     args = parser.parse_args()
+    if args.serve:
+        serve_instant_model(args.serve)
+    else:
+        asyncio.run(run(args))
+
+
+async def run(args: argparse.Namespace) -> None:
+    with contextlib.ExitStack() as stack:
+        if args.http:
+            url = stack.enter_context(instant_model_server())
+            client = AsyncOpenAI(api_key="unused", base_url=url)
+        else:
+            url = "http://instant/v1"
+            transport = httpx.MockTransport(answer)
+            client = AsyncOpenAI(api_key="unused", base_url=url, http_client=httpx.AsyncClient(transport=transport))
+        await measure(args, chat_completions_model(agl.LLM(base_url=url, model="instant"), client=client))
+
+
+async def measure(args: argparse.Namespace, model: Any) -> None:
     store = agl.InMemoryStore()
     tracer = Tracer(store)
     processor = LightningTracingProcessor()
-    client = AsyncOpenAI(
-        api_key="unused",
-        base_url="http://instant/v1",
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(answer)),
-    )
-    model = chat_completions_model(agl.LLM(base_url="http://instant/v1", model="instant"), client=client)
     single = Agent(name="solver", instructions="You are a solver.", model=model)
     math = Agent(name="math", instructions="You are math.", tools=[add], model=model)
     triage = Agent(name="triage", instructions="You are triage.", handoffs=[math], model=model)
@@ -172,4 +235,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

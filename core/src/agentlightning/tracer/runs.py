@@ -63,27 +63,40 @@ def _live(run: Run | None) -> Run | None:
     return run
 
 
-class _RunSpan(NonRecordingSpan):
-    """The current OpenTelemetry span while a run is current: the live view described in the module docs."""
+_CURRENT: ContextVar[Run | None] = ContextVar("agentlightning_run", default=None)
 
-    def __init__(self, run: Run, context: SpanContext) -> None:
-        super().__init__(context)
-        self._run = run
+
+def _context_of(run: Run) -> SpanContext:
+    # Made when first asked for: most runs' spans are never the parent of anything recorded without one.
+    if run.context is None:
+        span = run.span
+        run.context = SpanContext(int(span.trace_id, 16), int(span.span_id, 16), is_remote=False, trace_flags=_SAMPLED)
+    return run.context
+
+
+class _CurrentRunSpan(NonRecordingSpan):
+    """The current OpenTelemetry span wherever runs are recorded: the live view described in the module docs.
+
+    One object serves every context: it reads the context's current run each time it is asked, so entering and
+    leaving a run only sets a ``ContextVar`` (OpenTelemetry's context, a copied dict, is attached once).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(INVALID_SPAN_CONTEXT)
 
     def get_span_context(self) -> SpanContext:
-        run = self._run
-        while run.ended:
-            outer = run.outer_run
-            if outer is None:
+        run = _CURRENT.get()
+        while run is not None and run.ended:
+            if run.outer_run is None:
                 return run.outer_span.get_span_context() if run.outer_span is not None else INVALID_SPAN_CONTEXT
-            run = outer
-        return run.context if run.context is not None else INVALID_SPAN_CONTEXT
+            run = run.outer_run
+        return _context_of(run) if run is not None else INVALID_SPAN_CONTEXT
 
     @property
     def agentlightning_agent(self) -> str | None:
         """The agent of the innermost open run that names one: the core puts it on the LLM requests made here, so
         the gateway knows whose call it answers (and can route it to that agent's model)."""
-        run = _live(self._run)
+        run = _live(_CURRENT.get())
         while run is not None:
             agent = run.span.attributes.get(semconv.GEN_AI_AGENT_NAME)
             if isinstance(agent, str):
@@ -92,20 +105,20 @@ class _RunSpan(NonRecordingSpan):
         return None
 
 
-def _settled(span: trace.Span) -> trace.Span:
-    """``span``, or if it is the view of runs that have all ended, the span that was current before them: what a
+_VIEW = _CurrentRunSpan()
+
+
+def _settled(span: trace.Span) -> trace.Span | None:
+    """``span``, or if it is the view and all its runs have ended, the span that was current before them: what a
     run stores to fall back on, so that runs made one after another in one context never chain up."""
-    while isinstance(span, _RunSpan):
-        run = span._run
-        while run.ended and run.outer_run is not None:
-            run = run.outer_run
-        if not run.ended or run.outer_span is None:
-            return span
-        span = run.outer_span
+    if span is not _VIEW:
+        return span
+    run = _CURRENT.get()
+    while run is not None and run.ended and run.outer_run is not None:
+        run = run.outer_run
+    if run is None or run.ended:
+        return run.outer_span if run is not None else None  # never the view itself: it would ask itself
     return span
-
-
-_CURRENT: ContextVar[Run | None] = ContextVar("agentlightning_run", default=None)
 
 
 def current_run() -> Run | None:
@@ -115,12 +128,12 @@ def current_run() -> Run | None:
 
 def enter_run(run: Run) -> None:
     """Make ``run`` the current run, and its span the current OpenTelemetry span, in this context."""
-    span = run.span
     run.outer_run = _live(_CURRENT.get())
+    current = trace.get_current_span()
     if run.outer_run is None:
-        run.outer_span = _settled(trace.get_current_span())
-    run.context = SpanContext(int(span.trace_id, 16), int(span.span_id, 16), is_remote=False, trace_flags=_SAMPLED)
-    otel_context.attach(trace.set_span_in_context(_RunSpan(run, run.context)))
+        run.outer_span = _settled(current)
+    if current is not _VIEW:
+        otel_context.attach(trace.set_span_in_context(_VIEW))
     _CURRENT.set(run)
 
 
@@ -130,7 +143,5 @@ def leave_run(run: Run) -> None:
     if _CURRENT.get() is run:  # ended where it started (a plain call): put back what was current before
         outer = _live(run.outer_run)
         _CURRENT.set(outer)
-        if outer is not None and outer.context is not None:
-            otel_context.attach(trace.set_span_in_context(_RunSpan(outer, outer.context)))
-        elif run.outer_span is not None:
+        if outer is None and run.outer_span is not None:
             otel_context.attach(trace.set_span_in_context(run.outer_span))
