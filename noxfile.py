@@ -29,6 +29,8 @@ PACKAGE_SESSIONS = [
     "langchain_latest",
     "openai_agents_oldest",
     "openai_agents_latest",
+    "autogen_oldest",
+    "autogen_latest",
     "rl",
 ]
 
@@ -139,6 +141,18 @@ def openai_agents_latest(session: nox.Session) -> None:
 
 
 @nox.session
+def autogen_oldest(session: nox.Session) -> None:
+    """agentlightning-autogen on the oldest AutoGen AgentChat it supports (0.7.0, on openai 1.66.5)."""
+    _integration(session, "autogen", "requirements.oldest.txt")
+
+
+@nox.session
+def autogen_latest(session: nox.Session) -> None:
+    """agentlightning-autogen on the newest AutoGen AgentChat 0.7 (openai 3.x)."""
+    _integration(session, "autogen", "requirements.latest.txt")
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """Every package session."""
     for name in PACKAGE_SESSIONS:
@@ -169,5 +183,8 @@ def typecheck(session: nox.Session) -> None:
         "integrations/langchain[test]",
         "-e",
         "integrations/openai-agents[test]",
+        # autogen-core pins protobuf 5.29 (the core's opentelemetry-proto takes 5.x to 7.x).
+        "-e",
+        "integrations/autogen[test]",
     )
     session.run("mypy")
