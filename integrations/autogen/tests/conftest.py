@@ -4,11 +4,9 @@ instrumented, and a guard that fails any test whose process tries to reach anoth
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +22,9 @@ from agentlightning_engine.testing import serve_scripted
 
 import agentlightning as agl
 from agentlightning import semconv
+from agentlightning.testing import is_gateway as is_gateway
+from agentlightning.testing import no_outbound_connections as no_outbound_connections  # autouse
+from agentlightning.testing import rollout_spans as rollout_spans
 from agentlightning.testing import store as store  # the fixture
 
 
@@ -80,34 +81,7 @@ def recorder() -> Iterator[LightningRecorder]:
     uninstrument()
 
 
-@pytest.fixture(autouse=True)
-def no_outbound_connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    """Fail the test if anything in it tries to connect anywhere but this machine."""
-    attempts: list[Any] = []
-    connect = socket.socket.connect
-
-    def guarded(self: socket.socket, address: Any) -> Any:
-        host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and host not in ("127.0.0.1", "localhost", "::1") and self.family != socket.AF_UNIX:
-            attempts.append(address)
-            raise ConnectionRefusedError(f"test guard: no connections off this machine ({address})")
-        return connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
-    yield attempts
-    assert not attempts, f"tried to reach another machine: {attempts}"
-
-
 # --- what the store holds ------------------------------------------------------------------------------------
-
-
-def rollout_spans(store: agl.SqliteStore, rollout: agl.Rollout) -> list[agl.Span]:
-    spans = asyncio.run(store.query_spans(rollout.rollout_id))
-    return sorted(spans, key=lambda s: (s.start_time, s.sequence_id or 0))
-
-
-def is_gateway(span: agl.Span) -> bool:
-    return span.attributes.get(semconv.AGL_LLM_GATEWAY) is True
 
 
 def model_calls(spans: list[agl.Span]) -> list[agl.Span]:

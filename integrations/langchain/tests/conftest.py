@@ -25,6 +25,7 @@ from langchain_openai import ChatOpenAI  # noqa: E402
 
 import agentlightning as agl  # noqa: E402
 from agentlightning import semconv  # noqa: E402
+from agentlightning.testing import no_outbound_connections as no_outbound_connections  # noqa: E402  (autouse)
 from agentlightning.testing import store as store  # noqa: E402  (the fixture)
 
 # langchain records create_agent(name=...) in the runs' metadata (lc_agent_name) since 1.2; with older versions
