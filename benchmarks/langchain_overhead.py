@@ -1,6 +1,6 @@
 """Overhead of agentlightning-langchain's callback handler on the agent's thread.
 
-    python benchmarks/langchain_overhead.py [--calls 1000] [--runs 100] [--store memory|sqlite]
+    python benchmarks/langchain_overhead.py [--calls 1000] [--runs 100] [--store memory|sqlite] [--http]
 
 A zero-latency chat model (a LangChain ``BaseChatModel`` that returns a canned message at once) stands in for the
 LLM, so everything measured is LangChain's own work plus the callbacks'. Inside an active rollout (a real Tracer over
@@ -11,6 +11,10 @@ and with ``LightningCallbackHandler`` (interleaved rounds, medians):
   messages and tools serialised, the agent name resolved);
 - one agent run: ``create_agent`` (model -> two parallel tool calls -> model: 2 LLM calls, 2 tool calls, the graph
   and its 4 node runs), per run, per LLM call, and as a share of the run.
+
+With ``--http`` the model is ``ChatOpenAI`` talking to the same instant answers served on 127.0.0.1 by a process
+of its own, so each LLM call also costs what it costs an agent in production: a real HTTP request through the
+``openai`` client (the run is longer, and the handler's share smaller).
 
 Each round runs in a rollout of its own; the tracer's writer thread validates and stores the spans meanwhile (off
 the agent's thread, but on a machine with few cores it competes for the GIL, so its share shows up in the figures
@@ -31,7 +35,11 @@ from typing import Any
 
 os.environ["LANGCHAIN_TRACING_V2"] = os.environ["LANGSMITH_TRACING"] = "false"
 
-from _overhead import report  # benchmarks/_overhead.py: how both overhead benchmarks print a case
+from _overhead import (  # benchmarks/_overhead.py: how both overhead benchmarks print a case
+    instant_model_server,
+    report,
+    serve_instant_model,
+)
 from agentlightning_langchain import LightningCallbackHandler
 from langchain.agents import create_agent
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForLLMRun
@@ -71,6 +79,26 @@ class InstantModel(BaseChatModel):
 
 
 _USAGE: Any = {"input_tokens": 120, "output_tokens": 12, "total_tokens": 132}
+
+
+def _answer(body: dict[str, Any]) -> dict[str, Any]:
+    """InstantModel's answers as a chat-completions response (``--http``)."""
+    if body["messages"][-1]["role"] == "user":
+        calls = [
+            {"id": f"call_{k}", "type": "function", "function": {"name": "lookup", "arguments": f'{{"key": "{k}"}}'}}
+            for k in "ab"
+        ]
+        message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": calls}
+    else:
+        message = {"role": "assistant", "content": "The answer is 42."}
+    return {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "instant",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 12, "total_tokens": 132},
+    }
 
 
 @tool
@@ -119,12 +147,31 @@ async def interleaved(
 LABELS = ("no handler", "a do-nothing handler", "LightningCallbackHandler")
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--store", choices=["sqlite", "memory"], default="memory")
+    parser.add_argument("--http", action="store_true", help="ChatOpenAI and the instant answers over HTTP")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the --http server's own process
     args = parser.parse_args()
+    if args.serve:
+        serve_instant_model(_answer, args.serve)
+        return
+    if not args.http:
+        asyncio.run(measure(args, InstantModel))
+        return
+    from langchain_openai import ChatOpenAI
+
+    with instant_model_server(__file__) as url:
+
+        def chat_openai() -> BaseChatModel:
+            return ChatOpenAI(model="instant", base_url=url, api_key="unused", max_retries=0)  # type: ignore[arg-type]
+
+        asyncio.run(measure(args, chat_openai))
+
+
+async def measure(args: argparse.Namespace, make_model: Callable[[], BaseChatModel]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store: agl.LightningStore = (
             agl.SqliteStore(Path(tmp) / "t.db") if args.store == "sqlite" else agl.InMemoryStore()
@@ -136,7 +183,7 @@ async def main() -> None:
             "nothing": {"metadata": {"agent_name": "bench"}, "callbacks": [DoNothing()]},
             "lightning": {"metadata": {"agent_name": "bench"}, "callbacks": [handler]},
         }
-        model = InstantModel().bind_tools([lookup])
+        model = make_model().bind_tools([lookup])
         messages = conversation()
         calls = {label: (lambda c=config: model.invoke(messages, c)) for label, config in configs.items()}
         await interleaved(calls, 100, store, tracer, rounds=1)  # warm up
@@ -147,7 +194,7 @@ async def main() -> None:
             labels=LABELS,
         )
 
-        agent = create_agent(InstantModel(), tools=[lookup], name="bench")
+        agent = create_agent(make_model(), tools=[lookup], name="bench")
         inputs = {"messages": [HumanMessage("What are the values of a and b?")]}
         runs = {label: (lambda c=config: agent.invoke(inputs, c)) for label, config in configs.items()}
         await interleaved(runs, 10, store, tracer, rounds=1)  # warm up
@@ -163,4 +210,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -25,16 +25,17 @@ import argparse
 import asyncio
 import contextlib
 import json
-import socket
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from _overhead import report  # benchmarks/_overhead.py: how both overhead benchmarks print a case
+from _overhead import (  # benchmarks/_overhead.py: how both overhead benchmarks print a case
+    instant_model_server,
+    report,
+    serve_instant_model,
+)
 from agentlightning_openai_agents import LightningTracingProcessor, chat_completions_model
 from agents import Agent, Runner, function_tool, set_trace_processors
 from agents.tracing import TracingProcessor
@@ -80,44 +81,6 @@ def _answer(body: dict[str, Any]) -> dict[str, Any]:
     else:
         message = {"role": "assistant", "content": "The answer is 5."}
     return _completion(message)
-
-
-def serve_instant_model(port: int) -> None:
-    """The instant model over HTTP (``--serve PORT``, in a process of its own)."""
-    import uvicorn
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    async def completions(request: Request) -> JSONResponse:
-        return JSONResponse(_answer(await request.json()))
-
-    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-@contextlib.contextmanager
-def instant_model_server() -> Iterator[str]:
-    """Start :func:`serve_instant_model` in a child process; its base URL until the block ends."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    child = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or child.poll() is not None:
-                    raise SystemExit("the instant model's server did not start") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        child.terminate()
-        child.wait()
 
 
 @function_tool
@@ -182,7 +145,7 @@ def main() -> None:
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the --http server's own process
     args = parser.parse_args()
     if args.serve:
-        serve_instant_model(args.serve)
+        serve_instant_model(_answer, args.serve)
     else:
         asyncio.run(run(args))
 
@@ -190,7 +153,7 @@ def main() -> None:
 async def run(args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as stack:
         if args.http:
-            url = stack.enter_context(instant_model_server())
+            url = stack.enter_context(instant_model_server(__file__))
             client = AsyncOpenAI(api_key="unused", base_url=url)
         else:
             url = "http://instant/v1"
