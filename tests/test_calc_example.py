@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import importlib.util
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -30,24 +28,13 @@ from agentlightning_engine.testing import ScriptedModel, save_tiny_model
 
 import agentlightning as agl
 from agentlightning import semconv
+from examples import EXAMPLES, load_example
 
 # The random model never stops on its own: cap its calls (the resource's max_tokens caps each node's) to stay fast.
 MAX_TOKENS = 12
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "calc"
-
-
-def load(name: str) -> ModuleType:
-    """An example module, imported from its file under a name of its own (examples are not packages)."""
-    spec = importlib.util.spec_from_file_location(f"calc_example_{name}", EXAMPLE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-dataset = load("dataset")
-calc = load("agent")
+EXAMPLE = EXAMPLES / "calc"
+dataset = load_example("calc", "dataset")
+calc = load_example("calc", "agent")
 
 
 # --- the dataset -----------------------------------------------------------------------------------------------

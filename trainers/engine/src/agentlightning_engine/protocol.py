@@ -7,9 +7,12 @@ are the same objects.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agentlightning_engine.errors import InvalidRequest
 
 __all__ = [
     "ChatCompletionRequest",
@@ -27,6 +30,7 @@ __all__ = [
     "TopLogprob",
     "Usage",
     "FinishReason",
+    "template_message",
 ]
 
 FinishReason = Literal["stop", "length", "tool_calls", "abort"]
@@ -209,3 +213,39 @@ class ChatCompletionChunk(BaseModel):
     def to_json(self) -> str:
         """The chunk as the server sends it: fields that are None are left out, as vLLM does."""
         return self.model_dump_json(exclude_none=True)
+
+
+def template_message(message: dict[str, Any], index: int) -> dict[str, Any]:
+    """An OpenAI message as chat templates expect it: text content as one string, tool-call arguments as dicts."""
+    message = dict(message)
+    content = message.get("content")
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise InvalidRequest(
+                    f"messages[{index}] has a content part of type {kind!r}; only text parts are supported.",
+                    param=f"messages.{index}.content",
+                )
+            texts.append(part["text"])
+        message["content"] = "".join(texts)
+    elif content is None:
+        message["content"] = ""
+    elif not isinstance(content, str):
+        raise InvalidRequest(
+            f"messages[{index}].content must be a string or a list of text parts.", param=f"messages.{index}.content"
+        )
+    if isinstance(message.get("tool_calls"), list):
+        calls = []
+        for call in message["tool_calls"]:
+            call = dict(call) if isinstance(call, dict) else call
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                try:
+                    call["function"] = {**function, "arguments": json.loads(function["arguments"])}
+                except json.JSONDecodeError:
+                    pass
+            calls.append(call)
+        message["tool_calls"] = calls
+    return message

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -33,6 +32,7 @@ from agentlightning_engine.protocol import (
     ResponseMessage,
     ToolCallDelta,
     Usage,
+    template_message,
 )
 from agentlightning_engine.sampling import SamplingParams
 from agentlightning_engine.text import ChoiceText
@@ -207,7 +207,7 @@ class TransformersEngine:
         """The prompt token ids of a request: its messages (and tools) through the tokenizer's chat template."""
         import jinja2
 
-        messages = [_template_message(message, index) for index, message in enumerate(request.messages)]
+        messages = [template_message(message, index) for index, message in enumerate(request.messages)]
         extra: dict[str, Any] = {"tools": request.tools} if request.tools else {}
         try:
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
@@ -448,42 +448,6 @@ def _read_checkpoint(folder: Path) -> dict[str, torch.Tensor]:
     for file in files:
         state.update(torch.load(file, map_location="cpu", weights_only=True))
     return state
-
-
-def _template_message(message: dict[str, Any], index: int) -> dict[str, Any]:
-    """An OpenAI message as chat templates expect it: text content as one string, tool-call arguments as dicts."""
-    message = dict(message)
-    content = message.get("content")
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise InvalidRequest(
-                    f"messages[{index}] has a content part of type {kind!r}; only text parts are supported.",
-                    param=f"messages.{index}.content",
-                )
-            texts.append(part["text"])
-        message["content"] = "".join(texts)
-    elif content is None:
-        message["content"] = ""
-    elif not isinstance(content, str):
-        raise InvalidRequest(
-            f"messages[{index}].content must be a string or a list of text parts.", param=f"messages.{index}.content"
-        )
-    if isinstance(message.get("tool_calls"), list):
-        calls = []
-        for call in message["tool_calls"]:
-            call = dict(call) if isinstance(call, dict) else call
-            function = call.get("function") if isinstance(call, dict) else None
-            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                try:
-                    call["function"] = {**function, "arguments": json.loads(function["arguments"])}
-                except json.JSONDecodeError:
-                    pass
-            calls.append(call)
-        message["tool_calls"] = calls
-    return message
 
 
 def _invalid(exc: ValidationError) -> InvalidRequest:
