@@ -38,6 +38,8 @@ PACKAGE_SESSIONS = [
     "openai_agents_latest",
     "autogen_oldest",
     "autogen_latest",
+    "crewai_oldest",
+    "crewai_latest",
     "rl",
 ]
 
@@ -178,6 +180,18 @@ def autogen_latest(session: nox.Session) -> None:
     _integration(session, "autogen", "requirements.latest.txt")
 
 
+@package_session
+def crewai_oldest(session: nox.Session) -> None:
+    """agentlightning-crewai on the oldest CrewAI it supports (1.0.0, on openai 3.x and pydantic 2.14)."""
+    _integration(session, "crewai", "requirements.oldest.txt")
+
+
+@package_session
+def crewai_latest(session: nox.Session) -> None:
+    """agentlightning-crewai on the newest CrewAI 1.x (which pins openai<3 and pydantic<2.13)."""
+    _integration(session, "crewai", "requirements.latest.txt")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Every package session."""
@@ -216,3 +230,21 @@ def typecheck(session: nox.Session) -> None:
         "integrations/autogen[test]",
     )
     session.run("mypy")
+    # CrewAI pins openai<3, which the OpenAI Agents SDK 0.24 above cannot take: its package is checked apart.
+    session.notify("typecheck_crewai")
+
+
+@nox.session
+def typecheck_crewai(session: nox.Session) -> None:
+    """mypy --strict over agentlightning-crewai, in a virtualenv of its own (run by `typecheck`)."""
+    session.install(
+        *CONSTRAINTS,
+        MYPY,
+        "-e",
+        "core",
+        "-e",
+        "integrations/crewai[test]",
+        "-r",
+        "integrations/crewai/requirements.latest.txt",
+    )
+    session.run("mypy", "-p", "agentlightning_crewai")
