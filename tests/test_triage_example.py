@@ -26,18 +26,16 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch
 from agentlightning_engine import EngineServer, TransformersEngine
 from agentlightning_engine.testing import ScriptedModel, load_smollm2_tokenizer
 from agentlightning_openai_agents import HANDOFF_FROM, HANDOFF_TO, uninstrument
 from test_triage_dataset import MATH_QUESTION, parse_units
-from transformers import LlamaConfig, LlamaForCausalLM
 
 import agentlightning as agl
 from agentlightning import semconv
 from agentlightning.testing import no_outbound_connections as no_outbound_connections
 from agentlightning.testing import store as store
-from examples import EXAMPLES, load_example
+from examples import EXAMPLES, load_example, teach, tiny_llama
 
 EXAMPLE = EXAMPLES / "triage"
 dataset = load_example("triage", "dataset")
@@ -182,56 +180,6 @@ def test_the_specialist_sees_its_examples_and_the_question_and_the_triage_decide
 
 
 # --- the training script on a tiny model -----------------------------------------------------------------------
-
-
-def tiny_llama(tokenizer: Any) -> LlamaForCausalLM:
-    """A 2-layer Llama (hidden size 64) with SmolLM2's vocabulary and a small init, which learns a reply in a few
-    dozen steps (``make_tiny_model``'s large init, made for varied random text, takes several times longer)."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-        initializer_range=0.02,
-    )
-    return LlamaForCausalLM(config)
-
-
-def teach(model: LlamaForCausalLM, tokenizer: Any, lessons: list[tuple[str, str]], max_loss: float = 0.5) -> None:
-    """Train ``model`` until it says each lesson's reply after its prompt, greedily: no reply token's loss above
-    ``max_loss``. Sampled, it still strays now and then, which gives a training step rewards that differ."""
-    rows = [
-        (
-            tokenizer(prompt, add_special_tokens=False)["input_ids"],
-            tokenizer(reply, add_special_tokens=False)["input_ids"],
-        )
-        for prompt, reply in lessons
-    ]
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(300):
-        optimizer.zero_grad()
-        worst = 0.0
-        for prompt, reply in rows:
-            # Only the reply's positions go through the output layer: 49,152 logits per prompt token would be slow.
-            logits = model(input_ids=torch.tensor([prompt + reply]), logits_to_keep=len(reply) + 1).logits[0, :-1]
-            losses = torch.nn.functional.cross_entropy(logits, torch.tensor(reply), reduction="none")
-            (losses.mean() / len(rows)).backward()
-            worst = max(worst, losses.max().item())
-        if worst < max_loss:
-            break
-        optimizer.step()
-    else:
-        raise AssertionError(f"the tiny model did not learn its replies (worst token loss {worst:.2f})")
-    model.eval()
 
 
 # The smoke run's questions: train.py draws them from these seeds of the generator.
