@@ -23,8 +23,9 @@ def _fill(db: Path) -> tuple[str, str]:
     async def fill() -> tuple[str, str]:
         store = agl.SqliteStore(db)
         try:
+            await store.add_resources({"prompt": agl.PromptTemplate(template="Q: {question}")}, "prompt-v1")
             started = await store.start_rollout(
-                agl.RolloutRequest(input={"question": "2 + 2"}, mode=agl.RolloutMode.VAL)
+                agl.RolloutRequest(input={"question": "2 + 2"}, mode=agl.RolloutMode.VAL, resources_id="prompt-v1")
             )
             rid, aid = started.rollout_id, started.attempt.attempt_id
             root = make_span(rid, aid, "invoke_agent solver", **{semconv.GEN_AI_AGENT_NAME: "solver"})
@@ -48,6 +49,7 @@ def test_runs_list_shows_status_and_reward(tmp_path: Path, capsys: pytest.Captur
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if rid in line)
     assert "succeeded" in row and "0.75" in row and "val" in row
+    assert "prompt-v1" in row  # the resources version it ran with (APO names one per candidate)
     assert any(queued in line and "queuing" in line for line in out.splitlines())
 
     assert main(["runs", "list", "--store", f"sqlite:///{tmp_path / 'runs.db'}", "--status", "queuing"]) == 0

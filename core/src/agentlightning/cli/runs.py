@@ -81,7 +81,7 @@ def list_runs(args: argparse.Namespace) -> int:
             raise SystemExit(f"agl: error: unknown status {wrong}; choose from {sorted(valid)}")
     rows = asyncio.run(_rows(_open(args), args.status, args.limit))
     table = Table(title=f"Rollouts in {args.store} (newest first)")
-    for column in ("rollout", "status", "mode", "attempts", "reward", "started", "duration", "input"):
+    for column in ("rollout", "status", "mode", "resources", "attempts", "reward", "started", "duration", "input"):
         table.add_column(column, no_wrap=column != "input")
     for rollout, reward in rows:
         style = _STATUS_STYLE.get(rollout.status, "")
@@ -89,6 +89,7 @@ def list_runs(args: argparse.Namespace) -> int:
             rollout.rollout_id,
             f"[{style}]{rollout.status.value}[/]" if style else rollout.status.value,
             rollout.mode.value if rollout.mode else "",
+            rollout.resources_id or "",
             str(rollout.num_attempts),
             "" if reward is None else f"{reward:g}",
             _time(rollout.start_time),
