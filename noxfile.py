@@ -139,6 +139,8 @@ def e2e(session: nox.Session) -> None:
         "-e",
         "trainers/rl",
         "-e",
+        "trainers/sft",  # examples/calc/sft.py
+        "-e",
         "integrations/langchain",
         "langgraph>=1.0,<2",
         "langchain-openai>=1.0,<2",

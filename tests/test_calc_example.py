@@ -287,3 +287,29 @@ def test_the_training_script_trains_validates_and_says_where_its_files_are(tiny_
         assert path.exists(), path
     with (run / "metrics" / "metrics.csv").open() as f:
         assert [row["iteration"] for row in csv.DictReader(f)] == ["1", "2"]
+
+
+def test_the_sft_script_fine_tunes_validates_and_exports(tiny_model: Path, tmp_path: Path) -> None:
+    # examples/calc/sft.py, shrunk: one iteration of two tasks on the tiny model (which rarely answers right, so
+    # it may select nothing: the report and the files are what is checked).
+    arguments = ["--model", str(tiny_model), "--iterations", "1", "--tasks-per-iteration", "2"]
+    arguments += ["--rollouts-per-task", "2", "--val-tasks", "2", "--max-tokens", str(MAX_TOKENS), "--out", "run"]
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE / "sft.py"), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    out, run = result.stdout, tmp_path / "run"
+    assert "1 iterations of 2 tasks x 2 rollouts, best correct one of each; 2 validation tasks" in out
+    assert re.search(r"validation success \d+\.\d% -> \d+\.\d%, mean reward .* \(after 1 iterations, 2 tasks\)", out)
+    for line, path in (
+        ("selected:", run / "selected.jsonl"),
+        ("metrics:", run / "metrics" / "metrics.csv"),
+        ("store:", run / "runs.db"),
+    ):
+        assert f"{line}" in out and str(path) in out
+        assert path.exists(), path
