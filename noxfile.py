@@ -141,6 +141,8 @@ def e2e(session: nox.Session) -> None:
         "-e",
         "trainers/sft",  # examples/calc/sft.py
         "-e",
+        "trainers/apo",  # examples/room_selector
+        "-e",
         "integrations/langchain",
         "langgraph>=1.0,<2",
         "langchain-openai>=1.0,<2",

@@ -86,7 +86,7 @@ def main() -> None:
     asyncio.run(store.close())
     minutes = (time.perf_counter() - started) / 60
 
-    print(f"\n{result.report()} in {minutes:.1f} minutes")
+    print(f"\n{minutes:.1f} minutes")
     print(f"selected:   {result.to_jsonl(out / 'selected.jsonl')} ({len(result.examples)} examples)")
     print(f"metrics:    {out / 'metrics' / 'metrics.csv'} (and validation.csv)")
     print(f"store:      {out / 'runs.db'}   (agl runs list --store sqlite:///{out / 'runs.db'})")
