@@ -217,8 +217,11 @@ def crewai_oldest(session: nox.Session) -> None:
 
 @package_session
 def crewai_latest(session: nox.Session) -> None:
-    """agentlightning-crewai on the newest CrewAI 1.x (which pins openai<3 and pydantic<2.13)."""
+    """agentlightning-crewai on the newest CrewAI 1.x (which pins openai<3 and pydantic<2.13), and
+    examples/research_crew (here rather than in e2e, whose other examples need openai 3)."""
     _integration(session, "crewai", "requirements.latest.txt")
+    session.install(*CONSTRAINTS, "-e", "trainers/rl", "peft>=0.13")
+    session.run("pytest", "tests/test_research_crew_example.py", "-q", *session.posargs)
 
 
 @nox.session
