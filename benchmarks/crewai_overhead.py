@@ -30,6 +30,7 @@ import contextlib
 import functools
 import gc
 import json
+import logging
 import os
 import statistics
 import tempfile
@@ -57,6 +58,9 @@ from openai import OpenAI
 
 import agentlightning as agl
 from agentlightning.tracer import Tracer
+
+# CrewAI warns on every call that it estimates the token count of a model it does not know ("instant").
+logging.getLogger("crewai.llms.base_llm").setLevel(logging.ERROR)
 
 LABELS = ("not instrumented", "a do-nothing listener", "instrument()")
 _errors: list[int] = []  # the listener's failures to record, per instrumented round
