@@ -69,10 +69,10 @@ def reward(task: Mapping[str, Any], answer: str) -> float:
 async def room_selector(task: dict[str, Any], llm: agl.LLM, prompt_template: agl.PromptTemplate) -> float:
     """Ask the model for a room with the rendered template; the reward says whether that room fits."""
     meeting, rooms = describe(task["meeting"], task["rooms"])
-    client = AsyncOpenAI(base_url=llm.base_url, api_key=llm.api_key or "unused")
-    reply = await client.chat.completions.create(
-        model=llm.model,
-        messages=[{"role": "user", "content": prompt_template.format(meeting=meeting, rooms=rooms)}],
-        extra_body=llm.sampling_parameters,  # temperature, max_tokens...: whatever the resource says, as sent
-    )
+    async with AsyncOpenAI(base_url=llm.base_url, api_key=llm.api_key or "unused") as client:
+        reply = await client.chat.completions.create(
+            model=llm.model,
+            messages=[{"role": "user", "content": prompt_template.format(meeting=meeting, rooms=rooms)}],
+            extra_body=llm.sampling_parameters,  # temperature, max_tokens...: whatever the resource says, as sent
+        )
     return reward(task, reply.choices[0].message.content or "")

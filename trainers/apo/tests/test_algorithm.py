@@ -28,13 +28,13 @@ def task(name: str, **weights: float) -> agl.Task:
 
 
 async def _ask(llm: agl.LLM, system: str, question: str) -> str:
-    client = AsyncOpenAI(base_url=llm.base_url, api_key="unused")
-    reply = await client.chat.completions.create(
-        model=llm.model,
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
-        max_tokens=16,
-        temperature=0,
-    )
+    async with AsyncOpenAI(base_url=llm.base_url, api_key="unused") as client:
+        reply = await client.chat.completions.create(
+            model=llm.model,
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+            max_tokens=16,
+            temperature=0,
+        )
     return reply.choices[0].message.content or ""
 
 

@@ -33,13 +33,13 @@ def engine(tiny_folder: Path) -> Iterator[TransformersEngine]:
 
 
 async def _ask(llm: agl.LLM, prompt: str, max_tokens: int) -> str:
-    client = AsyncOpenAI(base_url=llm.base_url, api_key="unused")
-    reply = await client.chat.completions.create(
-        model=llm.model,
-        messages=[{"role": "user", "content": prompt}],
-        max_tokens=max_tokens,
-        temperature=float(llm.sampling_parameters.get("temperature", 1.0)),  # type: ignore[arg-type]
-    )
+    async with AsyncOpenAI(base_url=llm.base_url, api_key="unused") as client:
+        reply = await client.chat.completions.create(
+            model=llm.model,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=max_tokens,
+            temperature=float(llm.sampling_parameters.get("temperature", 1.0)),  # type: ignore[arg-type]
+        )
     return reply.choices[0].message.content or ""
 
 
@@ -236,10 +236,10 @@ def test_an_adapter_per_agent_trains_each_agents_own_while_the_others_call_the_b
     answered_by: dict[str, set[str]] = {"writer": set(), "checker": set(), "reader": set()}
 
     async def ask(llm: agl.LLM, agent: str, prompt: str) -> str:
-        client = AsyncOpenAI(base_url=llm.for_agent(agent).base_url, api_key="unused")
-        reply = await client.chat.completions.create(
-            model=llm.model, messages=[{"role": "user", "content": prompt}], max_tokens=3, temperature=1.0
-        )
+        async with AsyncOpenAI(base_url=llm.for_agent(agent).base_url, api_key="unused") as client:
+            reply = await client.chat.completions.create(
+                model=llm.model, messages=[{"role": "user", "content": prompt}], max_tokens=3, temperature=1.0
+            )
         answered_by[agent].add(reply.model)
         return reply.choices[0].message.content or ""
 

@@ -22,13 +22,13 @@ PROMPTS = [{"prompt": f"Say something {i}"} for i in range(16)]
 
 
 async def _ask(llm: agl.LLM, messages: list[dict[str, Any]], max_tokens: int) -> str:
-    client = AsyncOpenAI(base_url=llm.base_url, api_key="unused")
-    reply = await client.chat.completions.create(
-        model=llm.model,
-        messages=messages,  # type: ignore[arg-type]
-        max_tokens=max_tokens,
-        temperature=float(llm.sampling_parameters.get("temperature", 1.0)),  # type: ignore[arg-type]
-    )
+    async with AsyncOpenAI(base_url=llm.base_url, api_key="unused") as client:
+        reply = await client.chat.completions.create(
+            model=llm.model,
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            temperature=float(llm.sampling_parameters.get("temperature", 1.0)),  # type: ignore[arg-type]
+        )
     return reply.choices[0].message.content or ""
 
 

@@ -7,8 +7,10 @@ import ipaddress
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
+from agentlightning._background import guard_background_loop
 from agentlightning.errors import StoreError
 from agentlightning.server.app import DEFAULT_MAX_BODY_BYTES, create_app
 from agentlightning.store.base import LightningStore
@@ -18,14 +20,23 @@ __all__ = ["HttpServer", "StoreServer", "is_loopback"]
 log = logging.getLogger("agentlightning.server")
 
 
-def _run(coro: Any) -> None:
-    """Run the server's event loop: uvloop where installed (several times faster at HTTP), else asyncio."""
+def _run(coro: Any, *, background: bool = False) -> None:
+    """Run the server's event loop: uvloop where installed (several times faster at HTTP), else asyncio; one run
+    by a background thread is guarded against other code's finalizers (see ``agentlightning._background``)."""
     try:
         import uvloop
+
+        new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     except ImportError:
-        asyncio.run(coro)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        new_loop = asyncio.new_event_loop
+
+    def loop_factory() -> asyncio.AbstractEventLoop:
+        loop = new_loop()
+        if background:
+            guard_background_loop(loop)
+        return loop
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(coro)
 
 
@@ -101,7 +112,7 @@ class HttpServer:
                 await serve
 
             try:
-                _run(main())
+                _run(main(), background=True)
             finally:
                 started.set()
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from agentlightning import semconv
+from agentlightning._background import guard_background_loop
 from agentlightning.errors import StoreError, StoreUnavailable
 from agentlightning.tracer._context import ACTIVE, ActiveRollout
 from agentlightning.types import Span, SpanKind, SpanStatus, StatusCode
@@ -283,6 +284,7 @@ class Tracer:
     # --- the writer thread ----------------------------------------------------------------------
     def _main(self) -> None:
         loop = asyncio.new_event_loop()
+        guard_background_loop(loop)
         try:
             while True:
                 self._wake.wait(self.flush_interval)
