@@ -38,7 +38,7 @@ from typing import Any
 
 from agentlightning import AgentLightningError, AnyResource, PromptTemplate, Task
 from agentlightning.adapter import TraceToMessages
-from agentlightning.algorithm import Algorithm, Dataset
+from agentlightning.algorithm import Algorithm, Dataset, TaskOrder, next_tasks
 from agentlightning.reward import final_reward
 from agentlightning.types import LLM, Rollout, RolloutMode, RolloutStatus, Span
 from agentlightning_apo.candidates import (
@@ -151,7 +151,7 @@ class APO(Algorithm):
         rng = random.Random(config.seed)
         val_tasks = self._validation_tasks(train_dataset, val_dataset, rng)
         train_tasks = _as_tasks(train_dataset)
-        order: list[Task] = []
+        order = TaskOrder()
         names = list(templates)  # the edits of a parent take turns over them
         self.run_id = uuid.uuid4().hex[:8]
 
@@ -170,7 +170,7 @@ class APO(Algorithm):
         try:
             for round_number in range(1, config.rounds + 1):
                 started = time.perf_counter()
-                minibatch = _next_tasks(train_tasks, config.train_batch_size, order, rng)
+                minibatch = next_tasks(train_tasks, config.train_batch_size, order, rng)
                 parents = beam
                 runs = await self._minibatch_runs(parents, minibatch, round_number)
 
@@ -415,18 +415,6 @@ def _check_optimizer(proposals: Sequence[_Proposal], round_number: int, optimize
 def _as_tasks(dataset: Dataset) -> list[Task]:
     """The dataset as tasks with ids (a plain item's id is its index), so a subset keeps the ids of the whole."""
     return [item if isinstance(item, Task) else Task(id=str(i), input=item) for i, item in enumerate(dataset)]
-
-
-def _next_tasks(tasks: Sequence[Task], count: int, order: list[Task], rng: random.Random) -> list[Task]:
-    """The next ``count`` tasks of a shuffled order (``order`` holds what is left); a new pass starts when it runs
-    out. A minibatch never holds a task twice unless ``count`` exceeds the set."""
-    chosen: list[Task] = []
-    while len(chosen) < count:
-        if not order:
-            order.extend(tasks)
-            rng.shuffle(order)
-        chosen.append(order.pop())
-    return chosen
 
 
 def _key(prompts: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

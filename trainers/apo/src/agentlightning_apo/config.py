@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-from agentlightning import AgentLightningError
+from agentlightning.algorithm import ConfigError
 
 __all__ = ["APOConfig", "ConfigError", "Selection", "AgentSelector"]
 
@@ -18,10 +18,6 @@ Selection = Literal["beam", "pareto"]
 
 #: Whose LLM calls a prompt's critique shows: a collection of agent names, or a predicate on the name.
 AgentSelector = Collection[str] | Callable[[str], bool]
-
-
-class ConfigError(AgentLightningError, ValueError):
-    """A setting of :class:`APOConfig` is invalid; the message names it and says what it takes."""
 
 
 @dataclass(frozen=True)

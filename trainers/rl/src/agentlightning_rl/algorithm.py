@@ -35,7 +35,7 @@ import torch
 
 import agentlightning as agl
 from agentlightning import AgentLightningError
-from agentlightning.algorithm import Algorithm, Dataset
+from agentlightning.algorithm import Algorithm, Dataset, next_tasks, reward_summary
 from agentlightning.reward import final_reward
 from agentlightning.types import Rollout, RolloutMode, RolloutStatus, Span
 from agentlightning_rl.advantages import compute_advantages
@@ -201,7 +201,7 @@ class LightningRL(Algorithm):
                 await validate(0)
                 for iteration in range(state.iteration + 1, config.iterations + 1):
                     started = time.perf_counter()
-                    tasks = _next_tasks(train_dataset, config.tasks_per_iteration, state, shuffler)
+                    tasks = next_tasks(train_dataset, config.tasks_per_iteration, state, shuffler)
                     rollouts = await self.enqueue(
                         tasks,
                         RolloutMode.TRAIN,
@@ -234,7 +234,7 @@ class LightningRL(Algorithm):
                         iteration=iteration,
                         rollouts=len(finished),
                         failed_rollouts=sum(1 for r in finished if r.status != RolloutStatus.SUCCEEDED),
-                        **_reward_summary(rewards, config.success_threshold),
+                        **reward_summary(rewards, config.success_threshold),
                         skipped_groups=len(advantages.skipped_groups),
                         sequences=step.sequences if step else 0,
                         trained_tokens=step.tokens if step else 0,
@@ -342,7 +342,7 @@ class LightningRL(Algorithm):
             iteration=iteration,
             rollouts=len(finished),
             failed_rollouts=sum(1 for r in finished if r.status != RolloutStatus.SUCCEEDED),
-            **_reward_summary(rewards, self.config.success_threshold),
+            **reward_summary(rewards, self.config.success_threshold),
             seconds=time.perf_counter() - started,
         )
 
@@ -390,19 +390,6 @@ class LightningRL(Algorithm):
             self.backend.close()
 
 
-def _next_tasks(dataset: Dataset, count: int, state: TrainingState, shuffler: Any) -> list[Any]:
-    """The next ``count`` tasks of the shuffled order; a new shuffled pass starts when one runs out."""
-    tasks: list[Any] = []
-    while len(tasks) < count:
-        if state.position >= len(state.order):
-            state.order = list(range(len(dataset)))
-            shuffler.shuffle(state.order)
-            state.position = 0
-        tasks.append(dataset[state.order[state.position]])
-        state.position += 1
-    return tasks
-
-
 def _check_iteration(
     iteration: int,
     finished: Sequence[Rollout],
@@ -420,14 +407,6 @@ def _check_iteration(
             f"Iteration {iteration} recorded no LLM call of the trained agents. Does the agent call the LLM "
             "resource's base_url (the gateway), and do LightningRLConfig.agents name its agents?"
         )
-
-
-def _reward_summary(rewards: Sequence[float], success_threshold: float) -> dict[str, float]:
-    """The mean reward of a batch of rollouts, and the share of them whose reward reached the threshold."""
-    return {
-        "reward_mean": sum(rewards) / len(rewards),
-        "success_rate": sum(1 for r in rewards if r >= success_threshold) / len(rewards),
-    }
 
 
 def _pad_token_id(tokenizer: Any) -> int:

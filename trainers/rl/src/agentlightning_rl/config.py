@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from agentlightning import AgentLightningError
 from agentlightning.adapter import AgentSelector
+from agentlightning.algorithm import ConfigError, LoraSettings
 
 __all__ = [
     "ConfigError",
@@ -30,10 +30,6 @@ __all__ = [
 CreditMode = Literal["identical", "discounted", "intermediate"]
 #: How per-token losses are averaged (see :mod:`agentlightning_rl.batch`).
 LossAggregation = Literal["token", "sequence", "rollout"]
-
-
-class ConfigError(AgentLightningError, ValueError):
-    """A LightningRL setting is out of range or contradicts another; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -69,34 +65,6 @@ class RuntimeRewardRules:
     def active(self) -> bool:
         """Whether any rule can produce a reward."""
         return self.tool_error is not None or self.exception is not None or bool(self.annotations)
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA (Hu et al. 2021) instead of full fine-tuning: ``W x + (alpha / rank) · B A x`` on the target modules.
-
-    Attributes:
-        rank: the rank ``r`` of ``B A``.
-        alpha: the scale numerator; the update is scaled by ``alpha / rank``.
-        target_modules: names of the linear layers that get an adapter (Llama / SmolLM2 names by default).
-        adapter_per_agent: one adapter per trained agent on the one base model (``agents`` must then name
-            them). The engine serves each as ``<model>@<agent>`` and the gateway sends the calls attributed to
-            that agent there, while the other agents' calls get the base model. Otherwise every trained agent
-            shares one adapter, which then serves every call.
-    """
-
-    rank: int = 16
-    alpha: int = 32
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    adapter_per_agent: bool = False
-
-    def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ConfigError(f"LoraSettings.rank must be at least 1, got {self.rank}.")
-        if self.alpha < 1:
-            raise ConfigError(f"LoraSettings.alpha must be at least 1, got {self.alpha}.")
-        if not self.target_modules:
-            raise ConfigError("LoraSettings.target_modules is empty; name at least one module (e.g. 'q_proj').")
 
 
 @dataclass(frozen=True)

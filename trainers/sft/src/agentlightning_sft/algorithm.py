@@ -33,7 +33,7 @@ import torch
 import agentlightning as agl
 from agentlightning import AgentLightningError
 from agentlightning.adapter import ChatExample
-from agentlightning.algorithm import Algorithm, Dataset
+from agentlightning.algorithm import Algorithm, Dataset, TaskOrder, next_tasks, reward_summary
 from agentlightning.reward import final_reward
 from agentlightning.types import RolloutMode, RolloutStatus
 from agentlightning_sft.config import SFTConfig
@@ -150,7 +150,7 @@ class SFT(Algorithm):
         pad_token_id = _pad_token_id(self.engine.tokenizer)
         metrics = MetricsLog(self.metrics_dir) if self.metrics_dir is not None else None
         result = SFTResult([], [], metrics_dir=self.metrics_dir, export_dir=self.export_dir)
-        order: list[int] = []
+        order = TaskOrder()
 
         with self.engine.serve(port=0) as server, agl.Gateway(server.url, self.store) as gateway:
             model = self.engine.model_name
@@ -180,7 +180,7 @@ class SFT(Algorithm):
                 await validate(0)
                 for iteration in range(1, config.iterations + 1):
                     started = time.perf_counter()
-                    tasks = _next_tasks(train_dataset, config.tasks_per_iteration, order, rng)
+                    tasks = next_tasks(train_dataset, config.tasks_per_iteration, order, rng)
                     rollouts = await self.enqueue(
                         tasks,
                         RolloutMode.TRAIN,
@@ -212,7 +212,7 @@ class SFT(Algorithm):
                         iteration=iteration,
                         rollouts=len(finished),
                         failed_rollouts=sum(1 for r in finished if r.status != RolloutStatus.SUCCEEDED),
-                        **_reward_summary(rewards, config.success_threshold),
+                        **reward_summary(rewards, config.success_threshold),
                         selected_rollouts=len(selected),
                         examples=len(examples),
                         trained_tokens=tuned.tokens if tuned else 0,
@@ -262,7 +262,7 @@ class SFT(Algorithm):
             iteration=iteration,
             rollouts=len(finished),
             failed_rollouts=sum(1 for r in finished if r.status != RolloutStatus.SUCCEEDED),
-            **_reward_summary(rewards, self.config.success_threshold),
+            **reward_summary(rewards, self.config.success_threshold),
             seconds=time.perf_counter() - started,
         )
 
@@ -286,17 +286,6 @@ class SFT(Algorithm):
         return policy
 
 
-def _next_tasks(dataset: Dataset, count: int, order: list[int], rng: random.Random) -> list[Any]:
-    """The next ``count`` tasks of the shuffled order (``order`` holds the indices still to come of this pass)."""
-    tasks: list[Any] = []
-    while len(tasks) < count:
-        if not order:
-            order.extend(range(len(dataset)))
-            rng.shuffle(order)
-        tasks.append(dataset[order.pop(0)])
-    return tasks
-
-
 def _check_iteration(iteration: int, candidates: Sequence[Any]) -> None:
     """Stop with the reason when an iteration shows the run cannot learn anything."""
     if all(not c.succeeded for c in candidates):
@@ -310,14 +299,6 @@ def _check_iteration(iteration: int, candidates: Sequence[Any]) -> None:
             f"Iteration {iteration} recorded no LLM call of the selected agents. Does the agent call the LLM "
             "resource's base_url (the gateway), and do SFTConfig.agents name its agents?"
         )
-
-
-def _reward_summary(rewards: Sequence[float], success_threshold: float) -> dict[str, float]:
-    """The mean reward of a batch of rollouts, and the share of them whose reward reached the threshold."""
-    return {
-        "reward_mean": sum(rewards) / len(rewards),
-        "success_rate": sum(1 for r in rewards if r >= success_threshold) / len(rewards),
-    }
 
 
 def _pad_token_id(tokenizer: Any) -> int:

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agentlightning import AgentLightningError
 from agentlightning.adapter import AgentSelector
+from agentlightning.algorithm import ConfigError, LoraSettings
 
 if TYPE_CHECKING:
     from agentlightning_sft.selection import Candidate
@@ -22,33 +22,6 @@ __all__ = ["ConfigError", "LoraSettings", "SFTConfig", "SelectFunction"]
 
 #: A selection of your own: every candidate rollout of an iteration (failed ones too) → those to train on.
 SelectFunction = Callable[[Sequence["Candidate"]], Sequence["Candidate"]]
-
-
-class ConfigError(AgentLightningError, ValueError):
-    """An SFT setting is out of range or contradicts another; the message names the field."""
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA (Hu et al. 2021) instead of full fine-tuning: ``W x + (alpha / rank) · B A x`` on the target modules.
-
-    Attributes:
-        rank: the rank ``r`` of ``B A``.
-        alpha: the scale numerator; the update is scaled by ``alpha / rank``.
-        target_modules: names of the linear layers that get an adapter (Llama / SmolLM2 names by default).
-    """
-
-    rank: int = 16
-    alpha: int = 32
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-
-    def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ConfigError(f"LoraSettings.rank must be at least 1, got {self.rank}.")
-        if self.alpha < 1:
-            raise ConfigError(f"LoraSettings.alpha must be at least 1, got {self.alpha}.")
-        if not self.target_modules:
-            raise ConfigError("LoraSettings.target_modules is empty; name at least one module (e.g. 'q_proj').")
 
 
 @dataclass(frozen=True)
@@ -73,7 +46,7 @@ class SFTConfig:
         micro_batch_size: at most this many examples in one forward/backward pass (gradients accumulate).
         learning_rate: AdamW's step size.
         max_grad_norm: clip the global gradient norm to this before each step; ``None`` does not clip.
-        lora: LoRA settings; ``None`` trains every weight.
+        lora: LoRA settings (one adapter: ``adapter_per_agent`` is LightningRL's); ``None`` trains every weight.
     """
 
     iterations: int = 3
@@ -110,3 +83,8 @@ class SFTConfig:
             raise ConfigError(f"SFTConfig.learning_rate must be a positive number, got {self.learning_rate}.")
         if self.max_grad_norm is not None and not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
             raise ConfigError(f"SFTConfig.max_grad_norm must be a positive number or None, got {self.max_grad_norm}.")
+        if self.lora is not None and self.lora.adapter_per_agent:
+            raise ConfigError(
+                "SFTConfig.lora.adapter_per_agent is set, but SFT trains one adapter for every selected agent; "
+                "leave it False (LightningRL trains one per agent)."
+            )
