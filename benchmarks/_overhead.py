@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -53,18 +54,45 @@ def instant_model_server(script: str) -> Iterator[str]:
         child.wait()
 
 
-def report(title: str, got: dict[str, float], llm_calls: int, labels: tuple[str, str, str]) -> None:
-    """Print ``got`` (µs per run for the cases ``none``, ``nothing`` and ``lightning``), labelled ``labels``."""
-    none, nothing, ours = got["none"], got["nothing"], got["lightning"]
+def held_tracer(store: Any) -> Any:
+    """A tracer that writes spans only when flushed: a benchmark flushes at the end of each timed round, so the
+    writing (validation, JSON, the store's insert) is timed with the round that recorded it, not spread over
+    whichever rounds the writer thread happens to run in. Writing in one go is, if anything, a little dearer
+    than the writer thread's usual batches, which can overlap the store's database work with the agent's."""
+    from agentlightning.tracer import Tracer
+
+    return Tracer(store, flush_interval=3600, batch_size=1 << 30)
+
+
+def rotated(cases: Any, index: int) -> list[Any]:
+    """The cases (a list, or a dict's items) in the order round ``index`` runs them: each round starts one case
+    later, so no case always runs right after the same other one."""
+    items = list(cases.items()) if isinstance(cases, dict) else list(cases)
+    shift = index % len(items)
+    return items[shift:] + items[:shift]
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
+    return q1, q2, q3
+
+
+def report(title: str, got: dict[str, list[float]], llm_calls: int, labels: tuple[str, str, str]) -> None:
+    """Print ``got`` (µs per run, one value per interleaved round, for the cases ``none``, ``nothing`` and
+    ``lightning``), labelled ``labels``. What the integration adds is the median over rounds of the difference
+    within a round (rounds run back to back, so a slow spell of the machine hits all three cases of a round
+    alike), with the quartiles of its share of the run: the spread to read the figure with."""
     print(title)
-    print(f"  {labels[0]:28s} {none:8.1f} µs")
-    print(f"  {labels[1]:28s} {nothing:8.1f} µs   (the framework's dispatch to it)")
-    print(f"  {labels[2]:28s} {ours:8.1f} µs")
-    print(
-        f"  {'it adds':28s} {ours - nothing:8.1f} µs over the do-nothing one "
-        f"({(ours - nothing) / llm_calls:.1f} µs per LLM call), {(ours - nothing) / ours * 100:.1f} % of the run"
-    )
-    print(
-        f"  {'all of it adds':28s} {ours - none:8.1f} µs over none "
-        f"({(ours - none) / llm_calls:.1f} µs per LLM call), {(ours - none) / ours * 100:.1f} % of the run"
-    )
+    for label, key in zip(labels, ("none", "nothing", "lightning"), strict=True):
+        note = "   (the framework's dispatch to it)" if key == "nothing" else ""
+        print(f"  {label:28s} {statistics.median(got[key]):8.1f} µs{note}")
+    for what, base in (("it adds", "nothing"), ("all of it adds", "none")):
+        added = [ours - other for ours, other in zip(got["lightning"], got[base], strict=True)]
+        share = [(ours - other) / ours * 100 for ours, other in zip(got["lightning"], got[base], strict=True)]
+        q1, median, q3 = _quartiles(share)
+        over = "over the do-nothing one" if base == "nothing" else "over none"
+        print(
+            f"  {what:28s} {statistics.median(added):8.1f} µs {over} "
+            f"({statistics.median(added) / llm_calls:.1f} µs per LLM call), {median:.1f} % of the run "
+            f"(quartiles {q1:.1f}-{q3:.1f} % over {len(share)} rounds)"
+        )

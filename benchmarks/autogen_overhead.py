@@ -1,6 +1,6 @@
 """Overhead of agentlightning-autogen's hooks on the agent's run.
 
-    python benchmarks/autogen_overhead.py [--runs 200] [--rounds 7]
+    python benchmarks/autogen_overhead.py [--runs 60] [--rounds 25]
 
 First the recording alone: a model call to AutoGen's ``ReplayChatCompletionClient`` (canned answers, no HTTP),
 bare, through a do-nothing wrapper and through ``LightningChatCompletionClient`` (what instrument() does for each
@@ -16,15 +16,16 @@ rounds, medians):
 - one agent run: ``AssistantAgent.run`` of an agent that answers at once (one LLM call), per run;
 - one team run: a ``RoundRobinGroupChat`` of a writer (calls ``add``, then answers from its result) and a checker
   (approves): 3 LLM calls, 1 tool call, the team run; per run, per LLM call, and as a share of the run;
-- the same team run with the tracer's writer thread held back until the round ends (``Tracer(flush_interval=600)``):
-  what is left on the agent's task;
+- the same team run without the time it takes to write the round's spans to the store: what is left on the
+  agent's task;
 - the same team run with AutoGen's runtime tracing off (``AUTOGEN_DISABLE_RUNTIME_TRACING=true`` when the team is
   made): inside a rollout the core records every OpenTelemetry span, and AutoGen's runtime traces each message
   its agents exchange, which is most of a team run's spans whatever hooks there are.
 
-Agents and teams are reset after each run (timed, the same in every case). Each round runs in a rollout of its own;
-the tracer's writer thread validates and stores the spans meanwhile (off the agent's task, but competing for the
-GIL), and its queue is drained, untimed, between rounds.
+Agents and teams are reset after each run (timed, the same in every case). Each round runs in a rollout of its own,
+and its time includes writing the round's spans to the store (the tracer holds them until the round ends, see
+``_overhead.held_tracer``); what the hooks add is the median of the differences within a round (see
+``_overhead.report``).
 """
 
 from __future__ import annotations
@@ -34,14 +35,13 @@ import asyncio
 import gc
 import json
 import os
-import statistics
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from _overhead import report  # benchmarks/_overhead.py: how the overhead benchmarks print a case
+from _overhead import held_tracer, report, rotated  # benchmarks/_overhead.py: how the overhead benchmarks print a case
 from agentlightning_autogen import (
     LOCAL_MODEL_INFO,
     LightningChatCompletionClient,
@@ -163,12 +163,14 @@ async def interleaved(
     store: agl.LightningStore,
     tracer: Tracer,
     rounds: int,
-) -> dict[str, float]:
-    """Median µs per run of each case (``run`` under each case's hooks, or one callable per case), each round in a
-    rollout of its own, the cases' rounds interleaved; the tracer's queue drained (untimed) between rounds."""
+    writing: bool = True,
+) -> dict[str, list[float]]:
+    """µs per run of each case in each round (``run`` under each case's hooks, or one callable per case; with
+    ``writing``, the round's spans written to the store included), each round in a rollout of its own, the cases'
+    rounds interleaved."""
     times: dict[str, list[float]] = {label: [] for label in ("none", "nothing", "lightning")}
-    for _ in range(rounds):
-        for label in times:
+    for index in range(rounds):
+        for label in rotated(list(times), index):
             case = run[label] if isinstance(run, dict) else run
             with hooks(label if not isinstance(run, dict) else "none"):
                 rollout = await store.start_rollout(agl.RolloutRequest(input="bench"))
@@ -177,9 +179,11 @@ async def interleaved(
                     start = time.perf_counter()
                     for _ in range(runs):
                         await case()
+                    if writing:
+                        await tracer.flush()
                     times[label].append((time.perf_counter() - start) / runs * 1e6)
             await tracer.flush()
-    return {label: statistics.median(values) for label, values in times.items()}
+    return times
 
 
 class PassThrough(LightningChatCompletionClient):
@@ -200,11 +204,11 @@ def make_team(llm: agl.LLM, http_client: httpx.AsyncClient) -> RoundRobinGroupCh
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=200, help="runs per round (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=60, help="runs per round (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=25, help="interleaved rounds (default: %(default)s)")
     args = parser.parse_args()
     store = agl.InMemoryStore()
-    tracer = Tracer(store)
+    tracer = held_tracer(store)
     http_client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
     llm = agl.LLM(base_url="http://instant/v1", model="instant")
     single = AssistantAgent("solver", model_client=chat_completion_client(llm, http_client=http_client))
@@ -285,15 +289,12 @@ async def main() -> None:
         llm_calls=3,
         labels=LABELS,
     )
-    held = Tracer(store, flush_interval=600, batch_size=1 << 30)  # writes only when flushed, between rounds
-    await interleaved(team_run(team), 10, store, held, rounds=1)
     report(
-        "The same team run, the tracer's writer held back until the round ends, per run",
-        await interleaved(team_run(team), args.runs // 4, store, held, args.rounds),
+        "The same team run, the spans' writing to the store left out (what is left on the agent's task), per run",
+        await interleaved(team_run(team), args.runs // 4, store, tracer, args.rounds, writing=False),
         llm_calls=3,
         labels=LABELS,
     )
-    held.close()
     await interleaved(team_run(quiet_team), 10, store, tracer, rounds=1)
     report(
         "The same team run, AutoGen's runtime tracing off (AUTOGEN_DISABLE_RUNTIME_TRACING=true), per run",

@@ -1,6 +1,6 @@
 """Overhead of agentlightning-crewai's listener on the crew's run.
 
-    python benchmarks/crewai_overhead.py [--runs 100] [--rounds 7] [--http]
+    python benchmarks/crewai_overhead.py [--runs 30] [--rounds 25] [--http]
 
 A zero-latency model stands in for the LLM: CrewAI's own native OpenAI provider (``crewai_llm``) over an ``openai``
 client whose HTTP transport answers at once, in-process, with a canned chat completion (``httpx.MockTransport``),
@@ -18,8 +18,9 @@ With ``--http`` the instant model is a server on 127.0.0.1 in a process of its o
 what it costs an agent in production: a real HTTP request (the run is longer, and the listener's share smaller).
 
 CrewAI's own event handlers (its console formatter and the rest) run in its thread pool in every case. Each round
-runs in a rollout of its own; the tracer's writer thread validates and stores the spans meanwhile (off the agent's
-thread, but competing for the GIL), and its queue is drained, untimed, between rounds.
+runs in a rollout of its own, and its time includes writing the round's spans to the store (the tracer holds them
+until the round ends, see ``_overhead.held_tracer``); what the listener adds is the median of the differences
+within a round (see ``_overhead.report``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import gc
 import json
 import logging
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -48,7 +48,7 @@ os.environ.update(
 )
 
 import httpx
-from _overhead import instant_model_server, report, serve_instant_model
+from _overhead import held_tracer, instant_model_server, report, rotated, serve_instant_model
 from agentlightning_crewai import LightningListener, crewai_llm, instrument, uninstrument
 from crewai import LLM, Agent, Crew, Task
 from crewai.events.event_bus import CrewAIEventsBus
@@ -139,12 +139,12 @@ def interleaved(
     store: agl.LightningStore,
     tracer: Tracer,
     rounds: int,
-) -> dict[str, float]:
-    """Median µs per run of each case, each round in a rollout of its own, the cases' rounds interleaved; the
-    tracer's queue drained (untimed) between rounds."""
+) -> dict[str, list[float]]:
+    """µs per run of each case in each round (the round's spans written to the store included), each round in a
+    rollout of its own, the cases' rounds interleaved."""
     times: dict[str, list[float]] = {label: [] for label in ("none", "nothing", "lightning")}
-    for _ in range(rounds):
-        for label in times:
+    for index in range(rounds):
+        for label in rotated(list(times), index):
             call = run[label] if isinstance(run, dict) else run
             with case(label if not isinstance(run, dict) else "none"):
                 rollout = asyncio.run(store.start_rollout(agl.RolloutRequest(input="bench")))
@@ -153,14 +153,14 @@ def interleaved(
                     start = time.perf_counter()
                     for _ in range(runs):
                         call()
+                    asyncio.run(tracer.flush())
                     times[label].append((time.perf_counter() - start) / runs * 1e6)
-            asyncio.run(tracer.flush())
-    return {label: statistics.median(values) for label, values in times.items()}
+    return times
 
 
 def measure(args: argparse.Namespace, llm: LLM) -> None:
     store = agl.InMemoryStore()
-    tracer = Tracer(store)
+    tracer = held_tracer(store)
     conversation: list[dict[str, Any]] = [{"role": "system", "content": "You are solver."}]
     for i in range(11):
         text = f"Message {i}: " + "some words of the conversation " * 8
@@ -237,8 +237,8 @@ def measure(args: argparse.Namespace, llm: LLM) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=100, help="LLM calls per round; crew runs are a fifth of it")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=30, help="LLM calls per round; crew runs are a fifth of it")
+    parser.add_argument("--rounds", type=int, default=25, help="interleaved rounds (default: %(default)s)")
     parser.add_argument("--http", action="store_true", help="the instant model as a server on 127.0.0.1")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the --http server's own process
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Overhead of agentlightning-langchain's callback handler on the agent's thread.
 
-    python benchmarks/langchain_overhead.py [--calls 1000] [--runs 100] [--store memory|sqlite] [--http]
+    python benchmarks/langchain_overhead.py [--calls 200] [--runs 20] [--rounds 35] [--store memory|sqlite] [--http]
 
 A zero-latency chat model (a LangChain ``BaseChatModel`` that returns a canned message at once) stands in for the
 LLM, so everything measured is LangChain's own work plus the callbacks'. Inside an active rollout (a real Tracer over
@@ -16,9 +16,12 @@ With ``--http`` the model is ``ChatOpenAI`` talking to the same instant answers 
 of its own, so each LLM call also costs what it costs an agent in production: a real HTTP request through the
 ``openai`` client (the run is longer, and the handler's share smaller).
 
-Each round runs in a rollout of its own; the tracer's writer thread validates and stores the spans meanwhile (off
-the agent's thread, but on a machine with few cores it competes for the GIL, so its share shows up in the figures
-too), and its queue is drained, untimed, between rounds.
+Each round runs in a rollout of its own, and its time includes writing the round's spans to the store: the tracer
+holds them and writes them when the round ends (see ``_overhead.held_tracer``), so all that recording costs is
+counted where it belongs, however the writer thread's work would otherwise fall across rounds. The rounds of the
+three cases are interleaved and what the handler adds is the median of differences within a round: on a shared
+virtual machine the CPU's speed drifts by tens of percent within seconds, which a difference of sums over long
+stretches would take for overhead.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,9 +37,11 @@ from typing import Any
 
 os.environ["LANGCHAIN_TRACING_V2"] = os.environ["LANGSMITH_TRACING"] = "false"
 
-from _overhead import (  # benchmarks/_overhead.py: how both overhead benchmarks print a case
+from _overhead import (  # benchmarks/_overhead.py: how the overhead benchmarks measure and print a case
+    held_tracer,
     instant_model_server,
     report,
+    rotated,
     serve_instant_model,
 )
 from agentlightning_langchain import LightningCallbackHandler
@@ -126,22 +130,21 @@ class DoNothing(BaseCallbackHandler):
 
 
 async def interleaved(
-    cases: dict[str, Callable[[], Any]], calls: int, store: agl.LightningStore, tracer: Tracer, rounds: int = 7
-) -> dict[str, float]:
-    """Median µs per call of each case, inside a rollout of its own per round; the cases' rounds are interleaved so
-    that drift hits them alike, and the tracer's queue is drained (untimed) between rounds, so one case's spans
-    are not written during the next one's."""
+    cases: dict[str, Callable[[], Any]], calls: int, store: agl.LightningStore, tracer: Tracer, rounds: int
+) -> dict[str, list[float]]:
+    """µs per call of each case in each round (the round's spans written to the store included), each round inside
+    a rollout of its own, the cases' rounds interleaved."""
     times: dict[str, list[float]] = {label: [] for label in cases}
-    for _ in range(rounds):
-        for label, fn in cases.items():
+    for index in range(rounds):
+        for label, fn in rotated(cases, index):
             rollout = await store.start_rollout(agl.RolloutRequest(input="bench"))
             with tracer.trace_sync(rollout.rollout_id, rollout.attempt.attempt_id):
                 start = time.perf_counter()
                 for _ in range(calls):
                     fn()
+                await tracer.flush()
                 times[label].append((time.perf_counter() - start) / calls * 1e6)
-            await tracer.flush()
-    return {label: statistics.median(values) for label, values in times.items()}
+    return times
 
 
 LABELS = ("no handler", "a do-nothing handler", "LightningCallbackHandler")
@@ -149,8 +152,9 @@ LABELS = ("no handler", "a do-nothing handler", "LightningCallbackHandler")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=1000)
-    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--calls", type=int, default=200, help="LLM calls per round (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=20, help="agent runs per round (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=35, help="interleaved rounds (default: %(default)s)")
     parser.add_argument("--store", choices=["sqlite", "memory"], default="memory")
     parser.add_argument("--http", action="store_true", help="ChatOpenAI and the instant answers over HTTP")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the --http server's own process
@@ -176,7 +180,7 @@ async def measure(args: argparse.Namespace, make_model: Callable[[], BaseChatMod
         store: agl.LightningStore = (
             agl.SqliteStore(Path(tmp) / "t.db") if args.store == "sqlite" else agl.InMemoryStore()
         )
-        tracer = Tracer(store)
+        tracer = held_tracer(store)
         handler = LightningCallbackHandler()
         configs: dict[str, Any] = {
             "none": {"metadata": {"agent_name": "bench"}},
@@ -189,7 +193,7 @@ async def measure(args: argparse.Namespace, make_model: Callable[[], BaseChatMod
         await interleaved(calls, 100, store, tracer, rounds=1)  # warm up
         report(
             f"One LLM call (model.invoke: {len(messages)} messages, 1 tool offered), per call",
-            await interleaved(calls, args.calls, store, tracer),
+            await interleaved(calls, args.calls, store, tracer, args.rounds),
             llm_calls=1,
             labels=LABELS,
         )
@@ -200,7 +204,7 @@ async def measure(args: argparse.Namespace, make_model: Callable[[], BaseChatMod
         await interleaved(runs, 10, store, tracer, rounds=1)  # warm up
         report(
             "One agent run (create_agent: 2 LLM calls, 2 parallel tool calls, 9 spans), per run",
-            await interleaved(runs, args.runs, store, tracer),
+            await interleaved(runs, args.runs, store, tracer, args.rounds),
             llm_calls=2,
             labels=LABELS,
         )
