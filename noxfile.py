@@ -187,8 +187,14 @@ def langchain_latest(session: nox.Session) -> None:
 
 @package_session
 def openai_agents_oldest(session: nox.Session) -> None:
-    """agentlightning-openai-agents on the oldest openai-agents it supports (0.20, on openai 2.x)."""
+    """agentlightning-openai-agents on the oldest openai-agents it supports (0.20, on openai 2.x), and
+    examples/triage (e2e runs it on the newest)."""
     _integration(session, "openai-agents", "requirements.oldest.txt")
+    # train.py trains with LightningRL; the requirements file again so that nothing moves the SDK off 0.20.
+    session.install(
+        *CONSTRAINTS, "-e", "trainers/rl", "peft>=0.13", "-r", "integrations/openai-agents/requirements.oldest.txt"
+    )
+    session.run("pytest", "tests/test_triage_dataset.py", "tests/test_triage_example.py", "-q", *session.posargs)
 
 
 @package_session
