@@ -51,8 +51,11 @@ def test_installed_integrations_are_listed_and_instrumented_by_name(installed: P
 
 
 def test_unknown_or_broken_integrations_are_clear_errors(installed: Path) -> None:
-    with pytest.raises(agl.IntegrationError, match=r"No integration named 'crewai' is installed \(installed: broken, "):
-        agl.instrument("crewai")
+    # the list names what is installed here: the fakes, and any real integration of the environment
+    with pytest.raises(
+        agl.IntegrationError, match=r"No integration named 'nosuchframework' is installed \(installed: [^)]*broken, "
+    ):
+        agl.instrument("nosuchframework")
     with pytest.raises(agl.IntegrationError, match="agl_broken has no instrument"):
         agl.instrument("broken")
 
