@@ -58,14 +58,21 @@ def main() -> None:
 
     micro_batches = workload.sequences // workload.micro_batch_size
     with tempfile.TemporaryDirectory(prefix="trl-grpo-") as output_dir:
+        # Equal work: float32 and no gradient checkpointing, as on our side. TRL's defaults (rl_vs_trl.py
+        # --trl-defaults) turn on both gradient checkpointing (it recomputes the forward) and bf16 mixed precision.
+        as_ours: dict[str, Any] = (
+            {}
+            if spec.get("trl_defaults")
+            else {
+                "bf16": False,
+                "fp16": False,
+                "gradient_checkpointing": False,
+            }
+        )
         config = GRPOConfig(
             output_dir=output_dir,
             use_cpu=True,
-            bf16=False,
-            fp16=False,
-            # TRL turns it on by default; neither side needs it for 135M parameters, and it recomputes the forward
-            # (rl_vs_trl.py --trl-defaults measures TRL with it on too).
-            gradient_checkpointing=bool(spec.get("gradient_checkpointing", False)),
+            **as_ours,
             # One optimizer step = one generation batch of prompts_per_step x group_size sequences, trained in
             # micro-batches of micro_batch_size (as LightningRL's micro_batch_size), gradients accumulated.
             per_device_train_batch_size=workload.micro_batch_size,
@@ -178,6 +185,7 @@ def main() -> None:
                 "steps_per_generation": config.steps_per_generation,
                 "num_generations": config.num_generations,
                 "gradient_checkpointing": config.gradient_checkpointing,
+                "bf16": config.bf16,
                 "loss_type": config.loss_type,
             },
             "versions": {p: version(p) for p in ("trl", "transformers", "torch", "accelerate", "datasets")},
