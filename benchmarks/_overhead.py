@@ -87,12 +87,12 @@ def report(title: str, got: dict[str, list[float]], llm_calls: int, labels: tupl
         note = "   (the framework's dispatch to it)" if key == "nothing" else ""
         print(f"  {label:28s} {statistics.median(got[key]):8.1f} µs{note}")
     for what, base in (("it adds", "nothing"), ("all of it adds", "none")):
-        added = [ours - other for ours, other in zip(got["lightning"], got[base], strict=True)]
-        share = [(ours - other) / ours * 100 for ours, other in zip(got["lightning"], got[base], strict=True)]
-        q1, median, q3 = _quartiles(share)
+        pairs = list(zip(got["lightning"], got[base], strict=True))
+        added = statistics.median(ours - other for ours, other in pairs)
+        q1, median, q3 = _quartiles([(ours - other) / ours * 100 for ours, other in pairs])
         over = "over the do-nothing one" if base == "nothing" else "over none"
         print(
-            f"  {what:28s} {statistics.median(added):8.1f} µs {over} "
-            f"({statistics.median(added) / llm_calls:.1f} µs per LLM call), {median:.1f} % of the run "
-            f"(quartiles {q1:.1f}-{q3:.1f} % over {len(share)} rounds)"
+            f"  {what:28s} {added:8.1f} µs {over} "
+            f"({added / llm_calls:.1f} µs per LLM call), {median:.1f} % of the run "
+            f"(quartiles {q1:.1f}-{q3:.1f} % over {len(pairs)} rounds)"
         )

@@ -60,19 +60,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="trl-grpo-") as output_dir:
         # Equal work: float32 and no gradient checkpointing, as on our side. TRL's defaults (rl_vs_trl.py
         # --trl-defaults) turn on both gradient checkpointing (it recomputes the forward) and bf16 mixed precision.
-        as_ours: dict[str, Any] = (
-            {}
-            if spec.get("trl_defaults")
-            else {
-                "bf16": False,
-                "fp16": False,
-                "gradient_checkpointing": False,
-            }
-        )
+        as_ours: dict[str, Any] = {"bf16": False, "fp16": False, "gradient_checkpointing": False}
         config = GRPOConfig(
             output_dir=output_dir,
             use_cpu=True,
-            **as_ours,
+            **({} if spec.get("trl_defaults") else as_ours),
             # One optimizer step = one generation batch of prompts_per_step x group_size sequences, trained in
             # micro-batches of micro_batch_size (as LightningRL's micro_batch_size), gradients accumulated.
             per_device_train_batch_size=workload.micro_batch_size,
