@@ -43,9 +43,9 @@ def leak(cleaned_up_in: list[str]) -> None:
 class CollectingStore(agl.InMemoryStore):
     """Collects garbage in the middle of the tracer's write, as the writer's own allocations do now and then."""
 
-    async def add_many_spans(self, spans: Any) -> Any:
+    async def add_encoded_spans(self, spans: Any) -> Any:
         gc.collect()
-        return await super().add_many_spans(spans)
+        return await super().add_encoded_spans(spans)
 
 
 async def test_a_collection_in_the_tracer_thread_runs_no_finalizer_work_on_its_loop() -> None:

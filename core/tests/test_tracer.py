@@ -200,10 +200,10 @@ class _FlakyStore(agl.InMemoryStore):
 
     refuse = ""
 
-    async def add_many_spans(self, spans: Any) -> list[agl.Span]:
+    async def add_encoded_spans(self, spans: Any) -> list[int]:
         if any(s.attempt_id == self.refuse for s in spans):
             raise agl.StoreError("refused for the test")
-        return await super().add_many_spans(spans)
+        return await super().add_encoded_spans(spans)
 
 
 async def test_a_refused_batch_loses_only_its_own_attempts_spans_and_counts_them() -> None:
@@ -261,3 +261,39 @@ async def test_integration_spans_open_and_close_under_their_parents(traced: Any)
     assert by_name(spans, semconv.SPAN_REWARD).parent_id == recorded_tool.span_id
     assert {s.trace_id for s in spans} == {root.trace_id}
     assert tool.traceparent == f"00-{root.trace_id}-{recorded_tool.span_id}-01"
+
+
+async def test_spans_read_back_as_recorded_and_those_a_span_cannot_hold_are_dropped_and_counted(traced: Any) -> None:
+    store, tracer, rollout = traced
+    plain = {
+        "text": 'é ✓ "quoted"\n',
+        "flag": True,
+        "count": 3,
+        "ratio": 0.1,
+        "big": 2**70,
+        "words": ["a", "b"],
+        "flags": [True, False],
+        "counts": [1, 2],
+        "ratios": [0.5],
+        "none_yet": [],
+    }
+    async with tracer.trace(rollout.rollout_id, rollout.attempt.attempt_id):
+        for name, attributes in [
+            ("plain", plain),
+            ("tuple", {"words": ("a", "b")}),  # not a list, but a Span takes it as one
+            ("mixed", {"values": [1, "a"]}),  # a list must hold one type
+            ("nested", {"values": {"a": 1}}),
+            ("key", {1: "not a str key"}),
+        ]:
+            span = begin_span(name, attributes=attributes, start_time=1_700_000_000)
+            assert span is not None
+            span.end(error="failed" if name == "plain" else None)
+    spans = await spans_of(store, tracer, rollout)
+    recorded = by_name(spans, "plain")
+    assert recorded.attributes == plain and type(recorded.attributes["flag"]) is bool
+    assert recorded.start_time == 1_700_000_000 and recorded.end_time is not None
+    assert recorded.end_time >= recorded.start_time
+    assert (recorded.status.status_code, recorded.status.description) == (agl.StatusCode.ERROR, "failed")
+    assert by_name(spans, "tuple").attributes == {"words": ["a", "b"]}
+    assert {s.name for s in spans} == {"agentlightning.rollout", "plain", "tuple"}
+    assert tracer.dropped(rollout.attempt.attempt_id) == 3

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agentlightning.store.base import LightningStore, StoreStatistics
+from agentlightning.store.base import EncodedSpan, LightningStore, StoreStatistics
 from agentlightning.store.memory import InMemoryStore
 from agentlightning.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from agentlightning.store.client import StoreClient
 
-__all__ = ["LightningStore", "StoreStatistics", "InMemoryStore", "SqliteStore", "StoreClient", "open_store"]
+__all__ = [
+    "EncodedSpan",
+    "LightningStore",
+    "StoreStatistics",
+    "InMemoryStore",
+    "SqliteStore",
+    "StoreClient",
+    "open_store",
+]
 
 
 def __getattr__(name: str) -> object:

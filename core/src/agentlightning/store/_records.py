@@ -14,16 +14,23 @@ from agentlightning.store._database import Transaction
 from agentlightning.store._lifecycle import ACTIVE_ATTEMPT_STATUSES
 from agentlightning.store._schema import dumps, get_attempt, get_rollout, new_id
 from agentlightning.store._transitions import touch_attempt
+from agentlightning.store.base import EncodedSpan
 from agentlightning.types import AnyResource, Resources, Span
 from agentlightning.types.resources import Resource
 
-_SPAN_JSON_EXCLUDE = {"sequence_id"}
-
 
 # --- spans -------------------------------------------------------------------------------------
-def add_spans_op(spans: list[Span]) -> Callable[[Transaction], list[int]]:
-    """The work of storing ``spans``: it returns their sequence ids. They are turned to JSON here, by the caller."""
-    payloads = [span.model_dump_json(exclude=_SPAN_JSON_EXCLUDE) for span in spans]
+def add_parsed_spans_op(spans: list[Span]) -> Callable[[Transaction], list[int]]:
+    """:func:`add_spans_op` for ``Span`` objects. They are turned to JSON here, by the caller, not in the
+    database thread."""
+    return add_spans_op([EncodedSpan.of(span) for span in spans], [span.sequence_id for span in spans])
+
+
+def add_spans_op(
+    spans: list[EncodedSpan], given_ids: list[int | None] | None = None
+) -> Callable[[Transaction], list[int]]:
+    """The work of storing ``spans`` (with the sequence ids some already have, ``given_ids``): it returns their
+    sequence ids."""
 
     def op(txn: Transaction) -> list[int]:
         now = time.time()
@@ -55,14 +62,15 @@ def add_spans_op(spans: list[Span]) -> Callable[[Transaction], list[int]]:
                 if span.span_id in known:
                     sequence_ids[index] = known[span.span_id]
                     continue
-                if span.sequence_id is None:
+                given = given_ids[index] if given_ids is not None else None
+                if given is None:
                     sequence_id = next_id
                     next_id += 1
                 else:
-                    sequence_id = span.sequence_id
+                    sequence_id = given
                     next_id = max(next_id, sequence_id + 1)
                 known[span.span_id] = sequence_ids[index] = sequence_id
-                rows.append((attempt_id, sequence_id, span.span_id, payloads[index]))
+                rows.append((attempt_id, sequence_id, span.span_id, span.json))
             if row.attempt.status in ACTIVE_ATTEMPT_STATUSES:
                 touch_attempt(txn, row, now, to_running=True)
         txn.conn.executemany("INSERT INTO spans (attempt_id, sequence_id, span_id, data) VALUES (?, ?, ?, ?)", rows)

@@ -20,6 +20,7 @@ from agentlightning.store._lifecycle import (
     check_rollout_transition,
 )
 from agentlightning.store._records import (
+    add_parsed_spans_op,
     add_spans_op,
     check_resources,
     get_latest_resources,
@@ -52,7 +53,7 @@ from agentlightning.store._transitions import (
     touch_attempt,
 )
 from agentlightning.store._waiters import Waiter, WaiterRegistry
-from agentlightning.store.base import LightningStore, StoreStatistics
+from agentlightning.store.base import EncodedSpan, LightningStore, StoreStatistics
 from agentlightning.types import (
     TERMINAL_ATTEMPT_STATUSES,
     TERMINAL_ROLLOUT_STATUSES,
@@ -375,11 +376,14 @@ class SqliteStore(LightningStore):
     # --- spans -------------------------------------------------------------------------------
     async def add_many_spans(self, spans: Sequence[Span]) -> list[Span]:
         spans = list(spans)
-        return numbered(spans, await self._db.run(add_spans_op(spans)))
+        return numbered(spans, await self._db.run(add_parsed_spans_op(spans)))
+
+    async def add_encoded_spans(self, spans: Sequence[EncodedSpan]) -> list[int]:
+        return await self._db.run(add_spans_op(list(spans)))
 
     async def submit_spans(self, spans: Sequence[Span]) -> asyncio.Future[list[Span]]:
         spans = list(spans)
-        written = self._db.submit(add_spans_op(spans))  # queued: ordered before any later operation
+        written = self._db.submit(add_parsed_spans_op(spans))  # queued: ordered before any later operation
         return asyncio.ensure_future(numbered_when_written(spans, written))
 
     async def query_spans(self, rollout_id: str, attempt_id: str | Literal["latest"] | None = None) -> list[Span]:

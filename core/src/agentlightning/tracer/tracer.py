@@ -6,7 +6,10 @@ Two ways in, one queue:
   which this tracer installs on the global OpenTelemetry tracer provider.
 
 A writer thread drains the queue every ``flush_interval`` seconds (or sooner when ``batch_size``
-records wait), turns records into :class:`~agentlightning.Span` and calls ``add_many_spans``.
+records wait), turns records into the store's JSON and calls ``add_encoded_spans``. A record whose fields are
+plainly what a :class:`~agentlightning.Span` accepts (the integrations' and emitters' records) is checked and
+turned into JSON with the standard library; any other goes through the pydantic model, which decides whether it is
+valid. Either way the stored JSON reads back as the same ``Span``.
 A batch the store refuses is retried, then split per attempt; only what still fails is dropped, and
 every dropped span is logged and counted per attempt (the runner records the count on the attempt,
 and ``StoreStatistics.spans_dropped`` adds them up). Nothing is dropped silently.
@@ -17,18 +20,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import random
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import pydantic_core
 from pydantic import ValidationError
 
 from agentlightning import semconv
 from agentlightning._background import guard_background_loop
 from agentlightning.errors import StoreError, StoreUnavailable
+from agentlightning.store.base import EncodedSpan
 from agentlightning.tracer._context import ACTIVE, ActiveRollout
 from agentlightning.types import Span, SpanKind, SpanStatus, StatusCode
 
@@ -142,6 +149,86 @@ def _from_record(record: SpanRecord) -> Span:
         events=record.events,
         status=SpanStatus(status_code=record.status, description=record.description),
     )
+
+
+_HEX32 = re.compile(r"[0-9a-f]{32}").fullmatch
+_HEX16 = re.compile(r"[0-9a-f]{16}").fullmatch
+_PLAIN = frozenset((str, bool, int, float))
+_NUMBERS = frozenset((float, int))
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_id(value: object) -> bool:
+    # What Span requires of rollout and attempt ids; a tracer sees the same few again and again.
+    return isinstance(value, str) and re.fullmatch(r"[\x21-\x7e]{1,256}", value) is not None
+
+
+def _plain_attributes(attributes: dict[str, Any]) -> bool:
+    """Every key a ``str``, every value a ``str``, ``bool``, ``int`` or finite ``float``, or a list of one of them."""
+    for key, value in attributes.items():
+        kind = type(value)
+        if type(key) is not str:
+            return False
+        if kind is float:
+            if value - value != 0.0:  # NaN or infinite
+                return False
+        elif kind is list:
+            if value:
+                first = type(value[0])
+                if first not in _PLAIN or any(type(v) is not first for v in value):
+                    return False
+                if first is float and any(v - v != 0.0 for v in value):
+                    return False
+        elif kind not in _PLAIN:
+            return False
+    return True
+
+
+def _encode(record: SpanRecord) -> EncodedSpan | None:
+    """``record`` as the store's JSON when each of its fields is plainly what :class:`~agentlightning.Span`
+    accepts, else ``None`` (pydantic then judges it). The JSON reads back as the ``Span`` that
+    ``_from_record(record)`` makes."""
+    start, end, parent_id, description = record.start_time, record.end_time, record.parent_id, record.description
+    if not (
+        not record.events
+        and type(record.name) is str
+        and type(start) in _NUMBERS
+        and type(end) in _NUMBERS
+        and 0 <= start <= 1e11
+        and 0 <= end <= 1e11
+        and (description is None or type(description) is str)
+        and type(record.kind) is SpanKind
+        and type(record.status) is StatusCode
+        and _valid_id(record.rollout_id)
+        and _valid_id(record.attempt_id)
+        and _HEX32(record.trace_id)
+        and _HEX16(record.span_id)
+        and (parent_id is None or _HEX16(parent_id))
+        and _plain_attributes(record.attributes)
+    ):
+        return None
+    fields: dict[str, Any] = {
+        "rollout_id": record.rollout_id,
+        "attempt_id": record.attempt_id,
+        "trace_id": record.trace_id,
+        "span_id": record.span_id,
+        "parent_id": parent_id,
+        "name": record.name,
+        "kind": record.kind.value,
+        "start_time": start,
+        "end_time": end,
+        "attributes": record.attributes,
+        "events": [],
+        "links": [],
+        "status": {"status_code": record.status.value, "description": description},
+        "resource": {},
+    }
+    try:
+        # pydantic's JSON writer, without a model: several times faster than the standard library's here.
+        text = pydantic_core.to_json(fields).decode()
+    except (pydantic_core.PydanticSerializationError, UnicodeDecodeError):  # say, a lone surrogate in a str
+        return None
+    return EncodedSpan(record.rollout_id, record.attempt_id, record.span_id, text)
 
 
 class _StoreSpanProcessor:
@@ -318,12 +405,18 @@ class Tracer:
                 markers.append(item)
             else:
                 batch.append(item)
-        spans: list[Span] = []
+        spans: list[EncodedSpan] = []
         for record in batch:
-            try:
-                spans.append(_from_record(record) if isinstance(record, SpanRecord) else _from_otel(record))
-            except ValidationError as exc:
-                self._drop(record.attempt_id, 1, f"span {getattr(record, 'name', '?')!r} is malformed: {exc}")
+            encoded = _encode(record) if isinstance(record, SpanRecord) else None
+            if encoded is None:
+                try:
+                    encoded = EncodedSpan.of(
+                        _from_record(record) if isinstance(record, SpanRecord) else _from_otel(record)
+                    )
+                except ValidationError as exc:
+                    self._drop(record.attempt_id, 1, f"span {getattr(record, 'name', '?')!r} is malformed: {exc}")
+                    continue
+            spans.append(encoded)
         if spans:
             await self._store_spans(spans)
         for marker in markers:
@@ -332,11 +425,11 @@ class Tracer:
             except RuntimeError:
                 pass
 
-    async def _store_spans(self, spans: list[Span]) -> None:
+    async def _store_spans(self, spans: list[EncodedSpan]) -> None:
         delay = 0.1
         for tries_left in range(4, -1, -1):
             try:
-                await self.store.add_many_spans(spans)
+                await self.store.add_encoded_spans(spans)
                 self.spans_written += len(spans)
                 return
             except StoreUnavailable as exc:  # the store may come back (a client already retried a while)
@@ -349,7 +442,7 @@ class Tracer:
                 error = exc
                 break
         # One attempt's bad span must not cost the others theirs: try each attempt alone.
-        by_attempt: dict[str, list[Span]] = {}
+        by_attempt: dict[str, list[EncodedSpan]] = {}
         for span in spans:
             by_attempt.setdefault(span.attempt_id, []).append(span)
         if len(by_attempt) == 1:
@@ -358,7 +451,7 @@ class Tracer:
             return
         for attempt_id, group in by_attempt.items():
             try:
-                await self.store.add_many_spans(group)
+                await self.store.add_encoded_spans(group)
                 self.spans_written += len(group)
             except StoreError as exc:
                 self._drop(attempt_id, len(group), str(exc))
