@@ -100,7 +100,7 @@ def _emit(
             parent_id=f"{parent.span_id:016x}" if parent.is_valid else None,
             status=status,
             description=description,
-            events=events or [],
+            events=events or (),
         )
     )
 

@@ -128,9 +128,12 @@ def current_run() -> Run | None:
 
 def enter_run(run: Run) -> None:
     """Make ``run`` the current run, and its span the current OpenTelemetry span, in this context."""
-    run.outer_run = _live(_CURRENT.get())
+    outer = _CURRENT.get()
+    if outer is not None and outer.ended:  # (tested first: entering a run runs for every span)
+        outer = _live(outer)
+    run.outer_run = outer
     current = trace.get_current_span()
-    if run.outer_run is None:
+    if outer is None:
         run.outer_span = _settled(current)
     if current is not _VIEW:
         otel_context.attach(trace.set_span_in_context(_VIEW))
@@ -141,7 +144,9 @@ def leave_run(run: Run) -> None:
     """Mark ``run`` ended: wherever it is still current, its enclosing open run now is."""
     run.ended = True
     if _CURRENT.get() is run:  # ended where it started (a plain call): put back what was current before
-        outer = _live(run.outer_run)
+        outer = run.outer_run
+        if outer is not None and outer.ended:
+            outer = _live(outer)
         _CURRENT.set(outer)
         if outer is None and run.outer_span is not None:
             otel_context.attach(trace.set_span_in_context(run.outer_span))

@@ -23,10 +23,14 @@ from agentlightning.types import SpanKind, StatusCode
 __all__ = ["OpenSpan", "begin_span"]
 
 
-class OpenSpan:
-    """A span that has started and not yet ended. Not thread-safe: end it once, from one thread."""
+class OpenSpan(SpanRecord):
+    """A span that has started and not yet ended. Not thread-safe: end it once, from one thread.
 
-    __slots__ = ("_active", "attributes", "ended", "kind", "name", "parent_id", "span_id", "start_time", "trace_id")
+    It is its own record: :meth:`end` completes its fields and queues it on the tracer, so a span costs one
+    object on the agent's thread. Its fields are the record's; leave them alone once it has ended.
+    """
+
+    __slots__ = ("_active", "ended")
 
     def __init__(
         self,
@@ -38,14 +42,20 @@ class OpenSpan:
         attributes: dict[str, Any],
         start_time: float,
     ) -> None:
+        # The record's fields are set here rather than by its dataclass __init__: this runs for every span.
         self._active = active
+        self.rollout_id = active.rollout_id
+        self.attempt_id = active.attempt_id
         self.name = name
         self.kind = kind
         self.trace_id = trace_id
         self.span_id = f"{random.getrandbits(64):016x}"
         self.parent_id = parent_id
         self.attributes = attributes
-        self.start_time = start_time
+        self.start_time = self.end_time = start_time
+        self.status = StatusCode.UNSET
+        self.description = None
+        self.events = ()
         self.ended = False
 
     @property
@@ -66,23 +76,11 @@ class OpenSpan:
         self.ended = True
         if attributes:
             self.attributes.update(attributes)
-        active = self._active
-        active.tracer.record(
-            SpanRecord(
-                rollout_id=active.rollout_id,
-                attempt_id=active.attempt_id,
-                name=self.name,
-                attributes=self.attributes,
-                start_time=self.start_time,
-                end_time=time.time() if end_time is None else end_time,
-                trace_id=self.trace_id,
-                span_id=self.span_id,
-                parent_id=self.parent_id,
-                status=StatusCode.ERROR if error is not None else StatusCode.UNSET,
-                description=error,
-                kind=self.kind,
-            )
-        )
+        self.end_time = time.time() if end_time is None else end_time
+        if error is not None:
+            self.status = StatusCode.ERROR
+            self.description = error
+        self._active.tracer.record(self)
 
     @contextmanager
     def current(self) -> Iterator[None]:

@@ -25,8 +25,8 @@ import logging
 import random
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pydantic_core
@@ -68,7 +68,8 @@ class SpanRecord:
     parent_id: str | None
     status: StatusCode = StatusCode.UNSET
     description: str | None = None
-    events: list[dict[str, Any]] = field(default_factory=list)
+    # A tuple when empty (most records): nothing more for the garbage collector to track while records wait.
+    events: Sequence[dict[str, Any]] = ()
     kind: SpanKind = SpanKind.INTERNAL
 
 
@@ -146,7 +147,7 @@ def _from_record(record: SpanRecord) -> Span:
         start_time=record.start_time,
         end_time=record.end_time,
         attributes=record.attributes,
-        events=record.events,
+        events=list(record.events),
         status=SpanStatus(status_code=record.status, description=record.description),
     )
 
@@ -323,7 +324,10 @@ class Tracer:
 
     def record(self, record: SpanRecord) -> None:
         """Queue one emitter record (any thread)."""
-        self._put(record)
+        queue = self._queue
+        queue.append(record)
+        if len(queue) >= self.batch_size:
+            self._wake.set()
 
     @contextlib.asynccontextmanager
     async def trace(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -51,8 +50,8 @@ _AGENT_KEYS = ("lc_agent_name", "agent_name", "langgraph_node")
 
 # Every handler shares one table of the runs being recorded. A run reaches each handler attached to it (the one
 # instrument() adds and one the user passes, say); the first claims it, so it is recorded once, and a run's
-# parent is found whichever handler recorded it.
-_RUNS: dict[UUID, Run] = {}
+# parent is found whichever handler recorded it. Keyed by the run id's integer: hashing a UUID is a Python call.
+_RUNS: dict[int, Run] = {}
 
 
 def agent_name_of(metadata: Mapping[str, Any] | None) -> str | None:
@@ -86,22 +85,6 @@ def _is_bubble_up(error: BaseException) -> bool:
     return any(cls.__name__ == "GraphBubbleUp" for cls in type(error).__mro__)
 
 
-F = TypeVar("F", bound=Callable[..., None])
-
-
-def _guarded(method: F) -> F:
-    """Never let the handler's own failure reach the agent's run: log it and count it."""
-
-    @functools.wraps(method)
-    def guarded(self: LightningCallbackHandler, *args: Any, **kwargs: Any) -> None:
-        try:
-            method(self, *args, **kwargs)
-        except Exception:
-            self._failed(method.__name__)
-
-    return cast(F, guarded)
-
-
 class LightningCallbackHandler(BaseCallbackHandler):
     """Records LangChain and LangGraph runs as spans of the active rollout.
 
@@ -131,6 +114,8 @@ class LightningCallbackHandler(BaseCallbackHandler):
         return f"{type(self).__name__}(errors={self.errors})"
 
     def _failed(self, callback: str) -> None:
+        # Every callback catches its own failures (a try block costs nothing until it raises; a wrapper would cost
+        # a call per event) and reports them here: LangChain must never see them.
         with self._errors_lock:
             self.errors += 1
         log.exception("LightningCallbackHandler.%s failed; the run goes on without this span", callback)
@@ -146,27 +131,29 @@ class LightningCallbackHandler(BaseCallbackHandler):
         kind: SpanKind = SpanKind.INTERNAL,
         current: bool = True,
     ) -> None:
-        if run_id in _RUNS:  # another handler on the same run records it
+        key = run_id.int
+        if key in _RUNS:  # another handler on the same run records it
             return
-        parent = _RUNS.get(parent_run_id) if parent_run_id is not None else None
+        parent = _RUNS.get(parent_run_id.int) if parent_run_id is not None else None
         span = begin_span(name, parent=parent.span if parent is not None else None, attributes=attributes, kind=kind)
         if span is None:  # no rollout here: nothing to record into
             return
         run = Run(span)
-        _RUNS[run_id] = run
+        _RUNS[key] = run
         if current:
             enter_run(run)
 
     def _hide(self, run_id: UUID, parent_run_id: UUID | None) -> None:
         """A run without a span of its own: its children hang under its parent's span."""
-        if run_id in _RUNS:
+        key = run_id.int
+        if key in _RUNS:
             return
-        parent = _RUNS.get(parent_run_id) if parent_run_id is not None else None
+        parent = _RUNS.get(parent_run_id.int) if parent_run_id is not None else None
         if parent is not None:
-            _RUNS[run_id] = Run(parent.span, own=False)
+            _RUNS[key] = Run(parent.span, own=False)
 
     def _end(self, run_id: UUID, attributes: dict[str, Any] | None = None, error: BaseException | None = None) -> None:
-        run = _RUNS.pop(run_id, None)
+        run = _RUNS.pop(run_id.int, None)
         if run is None or not run.own:
             return
         leave_run(run)
@@ -183,7 +170,6 @@ class LightningCallbackHandler(BaseCallbackHandler):
 
     # --- chains, graphs and nodes ---------------------------------------------------------------------------
 
-    @_guarded
     def on_chain_start(
         self,
         serialized: dict[str, Any],
@@ -196,32 +182,39 @@ class LightningCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Open the span of a chain, graph or node run."""
-        if tags and _HIDDEN in tags:
-            self._hide(run_id, parent_run_id)
-            return
-        name = _run_name(serialized, kwargs, "chain")
-        attributes: dict[str, Any] = {LANGCHAIN_RUN_TYPE: "chain"}
-        if metadata:
-            if metadata.get("lc_agent_name") == name:  # the graph create_agent(name=...) built
-                attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OPERATION_INVOKE_AGENT
-                attributes[semconv.GEN_AI_AGENT_NAME] = name
-                name = f"{semconv.GEN_AI_OPERATION_INVOKE_AGENT} {name}"
-            elif metadata.get("langgraph_node") == name:
-                attributes[LANGGRAPH_NODE] = name
-                step = metadata.get("langgraph_step")
-                if isinstance(step, int):
-                    attributes[LANGGRAPH_STEP] = step
-        self._begin(run_id, parent_run_id, name, attributes)
+        try:
+            if tags and _HIDDEN in tags:
+                self._hide(run_id, parent_run_id)
+                return
+            name = _run_name(serialized, kwargs, "chain")
+            attributes: dict[str, Any] = {LANGCHAIN_RUN_TYPE: "chain"}
+            if metadata:
+                if metadata.get("lc_agent_name") == name:  # the graph create_agent(name=...) built
+                    attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OPERATION_INVOKE_AGENT
+                    attributes[semconv.GEN_AI_AGENT_NAME] = name
+                    name = f"{semconv.GEN_AI_OPERATION_INVOKE_AGENT} {name}"
+                elif metadata.get("langgraph_node") == name:
+                    attributes[LANGGRAPH_NODE] = name
+                    step = metadata.get("langgraph_step")
+                    if isinstance(step, int):
+                        attributes[LANGGRAPH_STEP] = step
+            self._begin(run_id, parent_run_id, name, attributes)
+        except Exception:
+            self._failed("on_chain_start")
 
-    @_guarded
     def on_chain_end(self, outputs: dict[str, Any], *, run_id: UUID, **kwargs: Any) -> None:
         """Close a chain's span."""
-        self._end(run_id)
+        try:
+            self._end(run_id)
+        except Exception:
+            self._failed("on_chain_end")
 
-    @_guarded
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Close a chain's span as failed (LangGraph's interrupts and hand-offs are not failures)."""
-        self._end(run_id, error=error)
+        try:
+            self._end(run_id, error=error)
+        except Exception:
+            self._failed("on_chain_error")
 
     # --- LLM calls ------------------------------------------------------------------------------------------
 
@@ -254,7 +247,6 @@ class LightningCallbackHandler(BaseCallbackHandler):
             current=single,
         )
 
-    @_guarded
     def on_chat_model_start(
         self,
         serialized: dict[str, Any],
@@ -267,18 +259,20 @@ class LightningCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Open the span of a chat model call: messages, tools offered, model, parameters, agent name."""
-        # LangChain starts one run per input: ``messages`` holds this run's conversation only.
-        conversation = messages[0] if messages else []
-        self._begin_llm(
-            semconv.GEN_AI_OPERATION_CHAT,
-            _messages.message_dicts(conversation),
-            run_id,
-            parent_run_id,
-            metadata,
-            kwargs,
-        )
+        try:
+            # LangChain starts one run per input: ``messages`` holds this run's conversation only.
+            conversation = messages[0] if messages else []
+            self._begin_llm(
+                semconv.GEN_AI_OPERATION_CHAT,
+                _messages.message_dicts(conversation),
+                run_id,
+                parent_run_id,
+                metadata,
+                kwargs,
+            )
+        except Exception:
+            self._failed("on_chat_model_start")
 
-    @_guarded
     def on_llm_start(
         self,
         serialized: dict[str, Any],
@@ -291,33 +285,39 @@ class LightningCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Open the span of a plain (text completion) LLM call."""
-        prompt = prompts[0] if prompts else ""
-        self._begin_llm(
-            semconv.GEN_AI_OPERATION_TEXT_COMPLETION,
-            [{"role": "user", "content": prompt}],
-            run_id,
-            parent_run_id,
-            metadata,
-            kwargs,
-        )
+        try:
+            prompt = prompts[0] if prompts else ""
+            self._begin_llm(
+                semconv.GEN_AI_OPERATION_TEXT_COMPLETION,
+                [{"role": "user", "content": prompt}],
+                run_id,
+                parent_run_id,
+                metadata,
+                kwargs,
+            )
+        except Exception:
+            self._failed("on_llm_start")
 
-    @_guarded
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Close an LLM call's span with the response: message and tool calls, usage, response id, model."""
-        run = _RUNS.get(run_id)
-        if run is None:
-            return
-        operation = run.span.attributes.get(semconv.GEN_AI_OPERATION_NAME, semconv.GEN_AI_OPERATION_CHAT)
-        self._end(run_id, _messages.response_attributes(response, str(operation)))
+        try:
+            run = _RUNS.get(run_id.int)
+            if run is None:
+                return
+            operation = run.span.attributes.get(semconv.GEN_AI_OPERATION_NAME, semconv.GEN_AI_OPERATION_CHAT)
+            self._end(run_id, _messages.response_attributes(response, str(operation)))
+        except Exception:
+            self._failed("on_llm_end")
 
-    @_guarded
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Close an LLM call's span as failed."""
-        self._end(run_id, error=error)
+        try:
+            self._end(run_id, error=error)
+        except Exception:
+            self._failed("on_llm_error")
 
     # --- tools ----------------------------------------------------------------------------------------------
 
-    @_guarded
     def on_tool_start(
         self,
         serialized: dict[str, Any],
@@ -331,34 +331,40 @@ class LightningCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Open a tool call's span with its arguments."""
-        name = _run_name(serialized, kwargs, "tool")
-        attributes: dict[str, Any] = {
-            LANGCHAIN_RUN_TYPE: "tool",
-            semconv.GEN_AI_OPERATION_NAME: semconv.GEN_AI_OPERATION_EXECUTE_TOOL,
-            semconv.GEN_AI_TOOL_NAME: name,
-            semconv.GEN_AI_TOOL_CALL_ARGUMENTS: _messages.dumps(inputs) if inputs is not None else input_str,
-        }
-        self._begin(run_id, parent_run_id, f"{semconv.GEN_AI_OPERATION_EXECUTE_TOOL} {name}", attributes)
+        try:
+            name = _run_name(serialized, kwargs, "tool")
+            attributes: dict[str, Any] = {
+                LANGCHAIN_RUN_TYPE: "tool",
+                semconv.GEN_AI_OPERATION_NAME: semconv.GEN_AI_OPERATION_EXECUTE_TOOL,
+                semconv.GEN_AI_TOOL_NAME: name,
+                semconv.GEN_AI_TOOL_CALL_ARGUMENTS: _messages.dumps(inputs) if inputs is not None else input_str,
+            }
+            self._begin(run_id, parent_run_id, f"{semconv.GEN_AI_OPERATION_EXECUTE_TOOL} {name}", attributes)
+        except Exception:
+            self._failed("on_tool_start")
 
-    @_guarded
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Close a tool call's span with its result (and the id of the tool call it answers)."""
-        if run_id not in _RUNS:
-            return
-        result, call_id = _messages.tool_result(output)
-        attributes = {semconv.GEN_AI_TOOL_CALL_RESULT: result}
-        if call_id is not None:
-            attributes[semconv.GEN_AI_TOOL_CALL_ID] = call_id
-        self._end(run_id, attributes)
+        try:
+            if run_id.int not in _RUNS:
+                return
+            result, call_id = _messages.tool_result(output)
+            attributes = {semconv.GEN_AI_TOOL_CALL_RESULT: result}
+            if call_id is not None:
+                attributes[semconv.GEN_AI_TOOL_CALL_ID] = call_id
+            self._end(run_id, attributes)
+        except Exception:
+            self._failed("on_tool_end")
 
-    @_guarded
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Close a tool call's span as failed."""
-        self._end(run_id, error=error)
+        try:
+            self._end(run_id, error=error)
+        except Exception:
+            self._failed("on_tool_error")
 
     # --- retrievers -----------------------------------------------------------------------------------------
 
-    @_guarded
     def on_retriever_start(
         self,
         serialized: dict[str, Any],
@@ -371,20 +377,28 @@ class LightningCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Open a retriever call's span with its query."""
-        name = _run_name(serialized, kwargs, "retriever")
-        attributes = {LANGCHAIN_RUN_TYPE: "retriever", RETRIEVER_QUERY: query}
-        self._begin(run_id, parent_run_id, f"retrieve {name}", attributes)
+        try:
+            name = _run_name(serialized, kwargs, "retriever")
+            attributes = {LANGCHAIN_RUN_TYPE: "retriever", RETRIEVER_QUERY: query}
+            self._begin(run_id, parent_run_id, f"retrieve {name}", attributes)
+        except Exception:
+            self._failed("on_retriever_start")
 
-    @_guarded
     def on_retriever_end(self, documents: Sequence[Document], *, run_id: UUID, **kwargs: Any) -> None:
         """Close a retriever call's span with how many documents it found, and their ids."""
-        attributes: dict[str, Any] = {RETRIEVER_DOCUMENT_COUNT: len(documents)}
-        ids = [document.id for document in documents if isinstance(document.id, str)]
-        if ids:
-            attributes[RETRIEVER_DOCUMENT_IDS] = ids
-        self._end(run_id, attributes)
+        try:
+            attributes: dict[str, Any] = {RETRIEVER_DOCUMENT_COUNT: len(documents)}
+            ids = [document.id for document in documents if isinstance(document.id, str)]
+            if ids:
+                attributes[RETRIEVER_DOCUMENT_IDS] = ids
+            self._end(run_id, attributes)
+        except Exception:
+            self._failed("on_retriever_end")
 
-    @_guarded
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Close a retriever call's span as failed."""
-        self._end(run_id, error=error)
+        try:
+            self._end(run_id, error=error)
+
+        except Exception:
+            self._failed("on_retriever_error")
