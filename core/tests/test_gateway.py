@@ -298,6 +298,51 @@ def test_propagated_traceparent_nests_gateway_calls_under_the_callers_span(
     assert str(call.attributes[semconv.AGL_CALLER_TRACEPARENT]).startswith(f"00-{plan.trace_id}-{plan.span_id}-")
 
 
+async def test_requests_carry_the_current_run_and_agent_unless_the_caller_set_its_own_traceparent() -> None:
+    from agentlightning.tracer import Tracer, begin_span, propagate_traceparent
+
+    assert propagate_traceparent()
+    sent: list[httpx.Headers] = []
+
+    def capture(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers)
+        message = {"role": "assistant", "content": "ok"}
+        body = {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        }
+        return httpx.Response(200, json=body)
+
+    client = openai.OpenAI(
+        base_url="http://model/v1", api_key="unused", http_client=httpx.Client(transport=httpx.MockTransport(capture))
+    )
+    store = agl.InMemoryStore()
+    tracer = Tracer(store)
+    rollout = await store.start_rollout(agl.RolloutRequest(input="task"))
+    ask: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        client.chat.completions.create(**ask)  # outside a rollout: left alone
+        with tracer.trace_sync(rollout.rollout_id, rollout.attempt.attempt_id):
+            span = begin_span("invoke_agent writer", attributes={semconv.GEN_AI_AGENT_NAME: "writer"})
+            assert span is not None
+            with span.current():
+                client.chat.completions.create(**ask)
+                client.chat.completions.create(
+                    **ask, extra_headers={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
+                )
+            span.end()
+    finally:
+        tracer.close()
+        await store.close()
+    outside, inside, own = sent
+    assert "traceparent" not in outside and "x-agentlightning-agent" not in outside
+    assert inside.get_list("traceparent") == [span.traceparent] and inside["x-agentlightning-agent"] == "writer"
+    assert own.get_list("traceparent") == ["00-" + "1" * 32 + "-" + "2" * 16 + "-01"]
+
+
 def test_a_call_made_inside_an_agents_span_names_the_agent_and_is_routed_to_its_model(
     upstream: str, store: agl.SqliteStore
 ) -> None:

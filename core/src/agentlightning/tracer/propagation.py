@@ -10,7 +10,6 @@ rollout carry the current OpenTelemetry span as that header.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from typing import Any
@@ -46,7 +45,15 @@ def current_traceparent() -> str | None:
         return None
     from opentelemetry import trace
 
-    context = trace.get_current_span().get_span_context()
+    return _traceparent_of(trace.get_current_span())
+
+
+def _traceparent_of(span: Any) -> str | None:
+    # The project's view of the current run knows its header as text; any other span is formatted from its context.
+    known = getattr(span, "agentlightning_traceparent", None)
+    if isinstance(known, str):
+        return known
+    context = span.get_span_context()
     if not context.is_valid:
         return None
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
@@ -57,9 +64,12 @@ def propagate_traceparent() -> bool:
     the current agent (:func:`current_agent`) in the ``x-agentlightning-agent`` header when one is known.
 
     Installed once per process, and only once ``openai`` is imported (returns whether it is installed). The
-    header is added where the client builds a request's headers (``BaseClient._build_headers``, the same in openai
-    1.x to 3.x), so it covers sync and async clients, streamed or not, over any HTTP client. Outside a rollout,
-    or where the caller set its own ``traceparent``, requests are left as they are.
+    headers join the client's default headers as each request is built (``BaseClient.default_headers``, a property
+    read once per request, the same in openai 1.x to 3.x), so they cover sync and async clients, streamed or not,
+    over any HTTP client, and a request's own headers override them: where the caller sets its own
+    ``traceparent`` (on the client or the call, lowercase as OpenTelemetry's propagators write it), that one
+    goes. Outside a rollout requests are left as they are. (Adding them to the plain dict before the client makes
+    its case-insensitive header object costs a few dict operations; every lookup in that object scans it whole.)
     """
     global _installed
     if _installed:
@@ -72,26 +82,32 @@ def propagate_traceparent() -> bool:
     except ImportError:
         log.warning("openai is imported but has no BaseClient: LLM calls carry no traceparent for the gateway.")
         return False
-    original = getattr(BaseClient, "_build_headers", None)
-    if original is None:
+    original = BaseClient.__dict__.get("default_headers")
+    if not isinstance(original, property) or original.fget is None:
         log.warning(
-            "openai %s has no BaseClient._build_headers: LLM calls carry no traceparent, so the gateway's spans "
-            "of streamed calls (whose response id frameworks drop) are not joined with the callers' spans.",
+            "openai %s has no BaseClient.default_headers property: LLM calls carry no traceparent, so the gateway's "
+            "spans of streamed calls (whose response id frameworks drop) are not joined with the callers' spans.",
             getattr(sys.modules["openai"], "__version__", "?"),
         )
         return False
+    headers_of = original.fget
 
-    @functools.wraps(original)
-    def _build_headers(self: Any, *args: Any, **kwargs: Any) -> Any:
-        headers = original(self, *args, **kwargs)
+    def default_headers(self: Any) -> Any:
+        headers = headers_of(self)
+        if ACTIVE.get() is None:
+            return headers
         try:
-            if "traceparent" not in headers and (traceparent := current_traceparent()) is not None:
+            from opentelemetry import trace
+
+            span = trace.get_current_span()
+            if "traceparent" not in headers and (traceparent := _traceparent_of(span)) is not None:
                 headers["traceparent"] = traceparent
-            if AGENT_HEADER not in headers and (agent := current_agent()) is not None:
+            agent = getattr(span, "agentlightning_agent", None)
+            if isinstance(agent, str) and agent and AGENT_HEADER not in headers:
                 headers[AGENT_HEADER] = agent
         except Exception:
             log.exception("Could not add the traceparent header to an openai request")
         return headers
 
-    BaseClient._build_headers = _build_headers  # type: ignore[method-assign]
+    BaseClient.default_headers = property(default_headers, doc=original.__doc__)  # type: ignore[method-assign,assignment]
     return True

@@ -93,6 +93,14 @@ class _CurrentRunSpan(NonRecordingSpan):
         return _context_of(run) if run is not None else INVALID_SPAN_CONTEXT
 
     @property
+    def agentlightning_traceparent(self) -> str | None:
+        """The innermost open run's span as a ``traceparent`` header (read by the ``openai`` requests' headers,
+        without going through a ``SpanContext``); ``None`` where no run is open, and the span current before
+        them decides."""
+        run = _live(_CURRENT.get())
+        return run.span.traceparent if run is not None else None
+
+    @property
     def agentlightning_agent(self) -> str | None:
         """The agent of the innermost open run that names one: the core puts it on the LLM requests made here, so
         the gateway knows whose call it answers (and can route it to that agent's model)."""
