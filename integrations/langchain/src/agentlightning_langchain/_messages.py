@@ -35,6 +35,9 @@ _ROLES = {
 }
 
 
+_PARAMETER_KEYS = frozenset(semconv.GEN_AI_REQUEST_PARAMETERS)
+
+
 def dumps(value: Any) -> str:
     """JSON text of ``value``; what JSON cannot hold (a document, a dataclass…) is written as its ``str``."""
     return to_json(value, fallback=str).decode()
@@ -93,10 +96,12 @@ def request_attributes(
     model = params.get("model") or params.get("model_name") or (metadata.get("ls_model_name") if metadata else None)
     if isinstance(model, str):
         attributes[semconv.GEN_AI_REQUEST_MODEL] = model
-    for key, name in semconv.GEN_AI_REQUEST_PARAMETERS.items():
-        value = params.get(key)
+    # The few parameters given, not a lookup of each known one; in reverse order of names, so that where both are
+    # given max_completion_tokens (which supersedes max_tokens) comes last and wins.
+    for key in sorted(_PARAMETER_KEYS.intersection(params), reverse=True):
+        value = params[key]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            attributes[name] = value
+            attributes[semconv.GEN_AI_REQUEST_PARAMETERS[key]] = value
     stop = params.get("stop")
     if isinstance(stop, str):
         attributes[semconv.GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
