@@ -37,7 +37,7 @@ from agentlightning._background import guard_background_loop
 from agentlightning.errors import StoreError, StoreUnavailable
 from agentlightning.store.base import EncodedSpan
 from agentlightning.tracer._context import ACTIVE, ActiveRollout
-from agentlightning.types import Span, SpanKind, SpanStatus, StatusCode
+from agentlightning.types import Span, SpanKind, StatusCode
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -92,70 +92,81 @@ def _hex_id(bits: int) -> str:
     return f"{random.getrandbits(bits):0{bits // 4}x}"
 
 
-def _otel_value(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+def _otel_attributes(attributes: Any) -> dict[str, Any]:
+    # OpenTelemetry keeps sequences as tuples; a Span holds lists.
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in (attributes or {}).items()}
 
 
-def _from_otel(record: _OtelRecord) -> Span:
+# Enums as their values: pydantic's JSON writer takes a few µs per enum member it meets.
+_VALUES: dict[Any, str] = {member: member.value for member in (*SpanKind, *StatusCode)}
+
+
+def _record_fields(record: SpanRecord) -> dict[str, Any]:
+    """An emitter's or integration's record as the fields of a :class:`~agentlightning.Span`."""
+    return {
+        "rollout_id": record.rollout_id,
+        "attempt_id": record.attempt_id,
+        "trace_id": record.trace_id,
+        "span_id": record.span_id,
+        "parent_id": record.parent_id,
+        "name": record.name,
+        "kind": _VALUES.get(record.kind, record.kind),
+        "start_time": record.start_time,
+        "end_time": record.end_time,
+        "attributes": record.attributes,
+        "events": list(record.events),
+        "links": [],
+        "status": {"status_code": _VALUES.get(record.status, record.status), "description": record.description},
+        "resource": {},
+    }
+
+
+def _otel_fields(record: _OtelRecord) -> dict[str, Any]:
+    """An OpenTelemetry span as the fields of a :class:`~agentlightning.Span`."""
     otel = record.span
     context = otel.context
     parent = otel.parent
     status = otel.status
-    return Span(
-        rollout_id=record.rollout_id,
-        attempt_id=record.attempt_id,
-        trace_id=f"{context.trace_id:032x}" if context else _hex_id(128),
-        span_id=f"{context.span_id:016x}" if context else _hex_id(64),
-        parent_id=f"{parent.span_id:016x}" if parent is not None else None,
-        name=otel.name,
-        kind=_KINDS.get(otel.kind.value, SpanKind.INTERNAL),
-        start_time=(otel.start_time or 0) / 1e9,
-        end_time=(otel.end_time or otel.start_time or 0) / 1e9,
-        attributes={k: _otel_value(v) for k, v in (otel.attributes or {}).items()},
-        events=[
-            {
-                "name": e.name,
-                "timestamp": e.timestamp / 1e9,
-                "attributes": {k: _otel_value(v) for k, v in (e.attributes or {}).items()},
-            }
+    return {
+        "rollout_id": record.rollout_id,
+        "attempt_id": record.attempt_id,
+        "trace_id": f"{context.trace_id:032x}" if context else _hex_id(128),
+        "span_id": f"{context.span_id:016x}" if context else _hex_id(64),
+        "parent_id": f"{parent.span_id:016x}" if parent is not None else None,
+        "name": otel.name,
+        "kind": _KINDS.get(otel.kind.value, SpanKind.INTERNAL).value,
+        "start_time": (otel.start_time or 0) / 1e9,
+        "end_time": (otel.end_time or otel.start_time or 0) / 1e9,
+        "attributes": _otel_attributes(otel.attributes),
+        "events": [
+            {"name": e.name, "timestamp": e.timestamp / 1e9, "attributes": _otel_attributes(e.attributes)}
             for e in otel.events
         ],
-        links=[
+        "links": [
             {
                 "trace_id": f"{ln.context.trace_id:032x}",
                 "span_id": f"{ln.context.span_id:016x}",
-                "attributes": {k: _otel_value(v) for k, v in (ln.attributes or {}).items()},
+                "attributes": _otel_attributes(ln.attributes),
             }
             for ln in otel.links
         ],
-        status=SpanStatus(
-            status_code=_STATUS.get(status.status_code.value, StatusCode.UNSET), description=status.description
-        ),
-        resource={k: _otel_value(v) for k, v in otel.resource.attributes.items()},
-    )
-
-
-def _from_record(record: SpanRecord) -> Span:
-    return Span(
-        rollout_id=record.rollout_id,
-        attempt_id=record.attempt_id,
-        trace_id=record.trace_id,
-        span_id=record.span_id,
-        parent_id=record.parent_id,
-        name=record.name,
-        kind=record.kind,
-        start_time=record.start_time,
-        end_time=record.end_time,
-        attributes=record.attributes,
-        events=list(record.events),
-        status=SpanStatus(status_code=record.status, description=record.description),
-    )
+        "status": {
+            "status_code": _STATUS.get(status.status_code.value, StatusCode.UNSET).value,
+            "description": status.description,
+        },
+        "resource": _otel_attributes(otel.resource.attributes),
+    }
 
 
 _HEX32 = re.compile(r"[0-9a-f]{32}").fullmatch
 _HEX16 = re.compile(r"[0-9a-f]{16}").fullmatch
 _PLAIN = frozenset((str, bool, int, float))
 _NUMBERS = frozenset((float, int))
+# The enums' members and their values (a str enum's member hashes by its name, not as its value).
+_KIND_VALUES = frozenset([*SpanKind, *(kind.value for kind in SpanKind)])
+_STATUS_VALUES = frozenset([*StatusCode, *(code.value for code in StatusCode)])
+_EVENT_KEYS = frozenset(("name", "timestamp", "attributes"))
+_LINK_KEYS = frozenset(("trace_id", "span_id", "attributes"))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -164,8 +175,15 @@ def _valid_id(value: object) -> bool:
     return isinstance(value, str) and re.fullmatch(r"[\x21-\x7e]{1,256}", value) is not None
 
 
-def _plain_attributes(attributes: dict[str, Any]) -> bool:
-    """Every key a ``str``, every value a ``str``, ``bool``, ``int`` or finite ``float``, or a list of one of them."""
+def _time(value: object) -> bool:
+    return type(value) in _NUMBERS and 0 <= value <= 1e11  # type: ignore[operator]  # (NaN fails the comparison)
+
+
+def _plain_attributes(attributes: object) -> bool:
+    """A dict whose keys are ``str`` and values ``str``, ``bool``, ``int`` or finite ``float``, or a list of one of
+    them."""
+    if type(attributes) is not dict:
+        return False
     for key, value in attributes.items():
         kind = type(value)
         if type(key) is not str:
@@ -185,51 +203,64 @@ def _plain_attributes(attributes: dict[str, Any]) -> bool:
     return True
 
 
-def _encode(record: SpanRecord) -> EncodedSpan | None:
-    """``record`` as the store's JSON when each of its fields is plainly what :class:`~agentlightning.Span`
-    accepts, else ``None`` (pydantic then judges it). The JSON reads back as the ``Span`` that
-    ``_from_record(record)`` makes."""
-    start, end, parent_id, description = record.start_time, record.end_time, record.parent_id, record.description
-    if not (
-        not record.events
-        and type(record.name) is str
-        and type(start) in _NUMBERS
-        and type(end) in _NUMBERS
-        and 0 <= start <= 1e11
-        and 0 <= end <= 1e11
-        and (description is None or type(description) is str)
-        and type(record.kind) is SpanKind
-        and type(record.status) is StatusCode
-        and _valid_id(record.rollout_id)
-        and _valid_id(record.attempt_id)
-        and _HEX32(record.trace_id)
-        and _HEX16(record.span_id)
+def _plainly_valid(fields: dict[str, Any]) -> bool:
+    """Whether ``fields`` are plainly what :class:`~agentlightning.Span` accepts, checked directly (the spans the
+    project records always are). ``False`` means only "let pydantic judge"."""
+    parent_id, status, events, links = fields["parent_id"], fields["status"], fields["events"], fields["links"]
+    return bool(
+        type(fields["name"]) is str
+        and _time(fields["start_time"])
+        and _time(fields["end_time"])
+        and fields["kind"] in _KIND_VALUES
+        and status["status_code"] in _STATUS_VALUES
+        and (status["description"] is None or type(status["description"]) is str)
+        and _valid_id(fields["rollout_id"])
+        and _valid_id(fields["attempt_id"])
+        and _HEX32(fields["trace_id"])
+        and _HEX16(fields["span_id"])
         and (parent_id is None or _HEX16(parent_id))
-        and _plain_attributes(record.attributes)
-    ):
-        return None
-    fields: dict[str, Any] = {
-        "rollout_id": record.rollout_id,
-        "attempt_id": record.attempt_id,
-        "trace_id": record.trace_id,
-        "span_id": record.span_id,
-        "parent_id": parent_id,
-        "name": record.name,
-        "kind": record.kind.value,
-        "start_time": start,
-        "end_time": end,
-        "attributes": record.attributes,
-        "events": [],
-        "links": [],
-        "status": {"status_code": record.status.value, "description": description},
-        "resource": {},
-    }
-    try:
-        # pydantic's JSON writer, without a model: several times faster than the standard library's here.
-        text = pydantic_core.to_json(fields).decode()
-    except (pydantic_core.PydanticSerializationError, UnicodeDecodeError):  # say, a lone surrogate in a str
-        return None
-    return EncodedSpan(record.rollout_id, record.attempt_id, record.span_id, text)
+        and _plain_attributes(fields["attributes"])
+        and _plain_attributes(fields["resource"])
+        and (
+            not events
+            or all(
+                type(event) is dict
+                and event.keys() == _EVENT_KEYS
+                and type(event["name"]) is str
+                and _time(event["timestamp"])
+                and _plain_attributes(event["attributes"])
+                for event in events
+            )
+        )
+        and (
+            not links
+            or all(
+                type(link) is dict
+                and link.keys() == _LINK_KEYS
+                and _HEX32(link["trace_id"])
+                and _HEX16(link["span_id"])
+                and _plain_attributes(link["attributes"])
+                for link in links
+            )
+        )
+    )
+
+
+def _encoded(fields: dict[str, Any]) -> EncodedSpan:
+    """The span ``fields`` describe, as the store's JSON. Fields that are plainly valid are written as they are
+    with pydantic's JSON writer and no model (several times cheaper than making and serialising a ``Span``; the
+    JSON reads back as the same ``Span``); any others go through the ``Span`` model, which decides.
+
+    Raises:
+        ValidationError: the fields are not a valid span.
+    """
+    if _plainly_valid(fields):
+        try:
+            text = pydantic_core.to_json(fields).decode()
+            return EncodedSpan(fields["rollout_id"], fields["attempt_id"], fields["span_id"], text)
+        except (pydantic_core.PydanticSerializationError, UnicodeDecodeError):  # say, a lone surrogate in a str
+            pass
+    return EncodedSpan.of(Span.model_validate(fields))
 
 
 class _StoreSpanProcessor:
@@ -411,16 +442,12 @@ class Tracer:
                 batch.append(item)
         spans: list[EncodedSpan] = []
         for record in batch:
-            encoded = _encode(record) if isinstance(record, SpanRecord) else None
-            if encoded is None:
-                try:
-                    encoded = EncodedSpan.of(
-                        _from_record(record) if isinstance(record, SpanRecord) else _from_otel(record)
-                    )
-                except ValidationError as exc:
-                    self._drop(record.attempt_id, 1, f"span {getattr(record, 'name', '?')!r} is malformed: {exc}")
-                    continue
-            spans.append(encoded)
+            try:
+                spans.append(
+                    _encoded(_record_fields(record) if isinstance(record, SpanRecord) else _otel_fields(record))
+                )
+            except ValidationError as exc:
+                self._drop(record.attempt_id, 1, f"span {getattr(record, 'name', '?')!r} is malformed: {exc}")
         if spans:
             await self._store_spans(spans)
         for marker in markers:
