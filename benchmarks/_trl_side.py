@@ -2,8 +2,9 @@
 
     benchmarks/.venv-trl/bin/python benchmarks/_trl_side.py SPEC.json
 
-SPEC.json (written by rl_vs_trl.py): the Hugging Face model folder, the tasks, the workload and the number of
-warm-up and measured steps. Trains ``GRPOTrainer`` for warm-up + measured optimizer steps and prints, on stdout,
+SPEC.json (written by rl_vs_trl.py): the Hugging Face model folder, the tasks, the workload, the number of
+warm-up and measured steps, and ``precision``: ``"fp32"`` (bf16 and gradient checkpointing off, as on our side),
+``"bf16"`` (bf16 mixed precision on, gradient checkpointing off) or ``"defaults"`` (TRL's own defaults: both on). Trains ``GRPOTrainer`` for warm-up + measured optimizer steps and prints, on stdout,
 one ``TRL_STEP {json}`` line per step and a final ``TRL_RESULT {json}`` line; everything else goes to stderr.
 
 A step is timed by a ``TrainerCallback`` from ``on_step_begin`` to ``on_step_end`` (generation of the whole
@@ -58,13 +59,14 @@ def main() -> None:
 
     micro_batches = workload.sequences // workload.micro_batch_size
     with tempfile.TemporaryDirectory(prefix="trl-grpo-") as output_dir:
-        # Equal work: float32 and no gradient checkpointing, as on our side. TRL's defaults (rl_vs_trl.py
-        # --trl-defaults) turn on both gradient checkpointing (it recomputes the forward) and bf16 mixed precision.
-        as_ours: dict[str, Any] = {"bf16": False, "fp16": False, "gradient_checkpointing": False}
+        # Equal work: no gradient checkpointing, and float32 or bf16 mixed precision as on our side. TRL's defaults
+        # (rl_vs_trl.py --trl-defaults) turn on both gradient checkpointing (it recomputes the forward) and bf16.
+        precision = spec.get("precision", "fp32")
+        as_ours: dict[str, Any] = {"bf16": precision == "bf16", "fp16": False, "gradient_checkpointing": False}
         config = GRPOConfig(
             output_dir=output_dir,
             use_cpu=True,
-            **({} if spec.get("trl_defaults") else as_ours),
+            **({} if precision == "defaults" else as_ours),
             # One optimizer step = one generation batch of prompts_per_step x group_size sequences, trained in
             # micro-batches of micro_batch_size (as LightningRL's micro_batch_size), gradients accumulated.
             per_device_train_batch_size=workload.micro_batch_size,
@@ -147,6 +149,7 @@ def main() -> None:
                     records[-1]["reward_mean"] = logs["reward"]
                     records[-1]["trl_step_time"] = logs.get("step_time")
                     records[-1]["loss"] = logs.get("loss")
+                    records[-1]["clip_fraction"] = logs.get("clip_ratio/region_mean")
                     emit("TRL_STEP", {**records[-1], "warmup": len(records) <= warmup})
 
         trainer = TimedGRPOTrainer(

@@ -1,8 +1,9 @@
 """One GRPO step of TRL's GRPOTrainer next to one LightningRL iteration, same model, prompts and batch, on CPU.
 
-    python benchmarks/rl_vs_trl.py [--steps 3] [--warmup 1] [--skip-trl] [--skip-ours] [--no-skip-equal-run]
+    python benchmarks/rl_vs_trl.py [--steps 3] [--warmup 1] [--precisions fp32,bf16] [--trl-defaults]
+                                   [--skip-trl] [--skip-ours] [--no-skip-equal-run]
 
-The workload (``WORKLOAD``, shared by both sides): SmolLM2-135M-Instruct in float32 on the CPU, full fine-tuning,
+The workload (``WORKLOAD``, shared by both sides): SmolLM2-135M-Instruct with float32 weights on the CPU, full fine-tuning,
 8 prompts x 4 samples = 32 sequences per optimizer step, single-turn chat "What is A + B?" (A, B in 1..20, drawn
 with a fixed seed, no system message), at most 24 completion tokens at temperature 1.0, reward 1.0 when the first
 integer of the completion is A + B (``first_integer_reward``, the same function on both sides), learning rate
@@ -14,8 +15,15 @@ TRL: ``GRPOTrainer`` from trl 1.16 in its own venv (``benchmarks/.venv-trl``, cr
 ``TRL_REQUIREMENTS``), run by ``benchmarks/_trl_side.py`` on the Hugging Face folder our engine converts the GGUF
 model into (``hf_model_folder``). A step is timed by a TrainerCallback from ``on_step_begin`` to ``on_step_end``:
 batched ``model.generate`` of the 32 sequences, rewards, forward/backward of 4 micro-batches, the AdamW step.
-Its gradient checkpointing and bf16 mixed precision (both on by default in TRL 1.16) are turned off, as on our
-side; ``--trl-defaults`` runs TRL a second time with its defaults, as a TRL user gets it.
+Its gradient checkpointing (on by default in TRL 1.16) is turned off, as on our side.
+
+Equal work, once per precision of ``--precisions``: ``fp32`` (TRL ``bf16=False``, ours ``precision="fp32"``)
+and ``bf16`` mixed precision (TRL ``bf16=True``: accelerate's bfloat16 autocast, float32 master weights; ours
+``precision="bf16"``: bfloat16 autocast in the step and in the engine's generation, float32 master weights).
+The default is ``fp32,bf16`` on a CPU that computes bfloat16 natively (AVX-512 BF16 or AMX), else ``fp32`` alone:
+without them bfloat16 is emulated and several times slower than float32 on both sides (a SmolLM2-135M prefill of
+32x40 tokens took 25-34 s against 3.5 s on an AVX2-only CPU). ``--trl-defaults`` also runs TRL with its defaults
+(gradient checkpointing and bf16 both on), as a TRL user gets it.
 
 Ours: ``LightningRL`` with a ``TransformersEngine`` serving the same model through the gateway; the agent is an
 ``@agl.rollout`` function calling the LLM resource with one shared ``openai.AsyncOpenAI`` client
@@ -24,12 +32,18 @@ Ours: ``LightningRL`` with a ``TransformersEngine`` serving the same model throu
 call through the gateway to the engine (which batches concurrent requests), spans read back, advantages, the
 training step.
 ``skip_equal_groups=False`` so that, like TRL, every iteration trains all 32 sequences; a second run with the
-default ``skip_equal_groups=True`` (groups whose 4 rewards are all equal train nothing) is reported apart.
+default ``skip_equal_groups=True`` (groups whose 4 rewards are all equal train nothing, in the first of
+``--precisions``) is reported apart. Our runs share one engine, so each starts from the weights the previous one
+left (4 steps at learning rate 1e-6: a negligible change). For our columns the table also gives the mean
+importance ratio and clip fraction of the measured steps (each step's ratios are taken before its update, so
+they show how far the engine's sampling arithmetic is from the step's); TRL's column gives its logged
+``clip_ratio/region_mean``.
 
 Step throughput = sequences generated per step / seconds per step (generation included); the issue's goal is
 ours >= 2x TRL's. This untrained model nearly always restates the question first ("13 + 14 = 27"), so the reward
 is nearly always 0: with skip_equal_groups=True almost every group is skipped, and that run measures mostly
-generation. A default run takes about 4-5 minutes on an idle 2-core machine (4 + 4 + 3 steps of 10-30 s). Nothing here touches the network except pip, once, while creating TRL's venv (PyPI only);
+generation. A default fp32 run takes about 4-5 minutes on an idle 2-core machine (4 + 4 + 3 steps of 10-30 s);
+each more precision adds 8 steps. Nothing here touches the network except pip, once, while creating TRL's venv (PyPI only);
 HF_HUB_OFFLINE and friends are set for both sides.
 """
 
@@ -38,6 +52,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import random
 import re
@@ -156,15 +171,16 @@ def model_folder() -> Path:
     return hf_model_folder(MODEL)
 
 
-def run_trl(tasks: list[dict[str, Any]], args: argparse.Namespace, trl_defaults: bool = False) -> dict[str, Any]:
-    """Train GRPOTrainer for warm-up + measured steps in TRL's venv; its per-step records."""
+def run_trl(tasks: list[dict[str, Any]], args: argparse.Namespace, precision: str) -> dict[str, Any]:
+    """Train GRPOTrainer for warm-up + measured steps in TRL's venv; its per-step records. ``precision``:
+    ``"fp32"``, ``"bf16"`` (both without gradient checkpointing) or ``"defaults"`` (TRL's own)."""
     spec = {
         "model_folder": str(model_folder()),
         "tasks": tasks,
         "workload": dataclasses.asdict(WORKLOAD),
         "warmup": args.warmup,
         "steps": args.steps,
-        "trl_defaults": trl_defaults,
+        "precision": precision,
     }
     with tempfile.TemporaryDirectory(prefix="rl-vs-trl-") as tmp:
         spec_path = Path(tmp) / "spec.json"
@@ -200,9 +216,9 @@ def run_trl(tasks: list[dict[str, Any]], args: argparse.Namespace, trl_defaults:
 
 
 def run_ours(
-    tasks: list[dict[str, Any]], iterations: int, skip_equal_groups: bool, engine: Any
+    tasks: list[dict[str, Any]], iterations: int, skip_equal_groups: bool, engine: Any, precision: str
 ) -> list[dict[str, Any]]:
-    """``iterations`` LightningRL iterations on ``engine``; one record per iteration."""
+    """``iterations`` LightningRL iterations on ``engine`` in ``precision``; one record per iteration."""
     import openai
     from agentlightning_rl import LightningRL, LightningRLConfig
 
@@ -240,6 +256,7 @@ def run_ours(
         learning_rate=WORKLOAD.learning_rate,
         max_grad_norm=WORKLOAD.max_grad_norm,
         micro_batch_size=WORKLOAD.micro_batch_size,
+        precision=precision,  # type: ignore[arg-type]
     )
     sampling = {"temperature": WORKLOAD.temperature, "max_tokens": WORKLOAD.max_completion_tokens}
     rl = LightningRL(engine, config, sampling=sampling, progress=False)
@@ -259,6 +276,8 @@ def run_ours(
                 "trained_tokens": record.trained_tokens,
                 "reward_mean": record.reward_mean,
                 "loss": record.loss,
+                "ratio_mean": record.ratio_mean,
+                "clip_fraction": record.clip_fraction,
             }
         )
     return records
@@ -283,6 +302,10 @@ def summarize(records: list[dict[str, Any]], generation_key: str) -> dict[str, f
     def median(key: str) -> float:
         return statistics.median(float(r[key]) for r in records)
 
+    def mean_of_known(key: str) -> float:
+        known = [float(r[key]) for r in records if r.get(key) is not None]
+        return statistics.mean(known) if known else float("nan")
+
     seconds = median("seconds")
     summary = {
         "seconds": seconds,
@@ -292,6 +315,8 @@ def summarize(records: list[dict[str, Any]], generation_key: str) -> dict[str, f
         "sequences": median("sequences"),
         "trained_sequences": median("trained_sequences" if "trained_sequences" in records[0] else "sequences"),
         "reward_mean": statistics.mean(float(r.get("reward_mean") or 0.0) for r in records),
+        "ratio_mean": mean_of_known("ratio_mean"),
+        "clip_fraction": mean_of_known("clip_fraction"),
     }
     summary["sequences_per_second"] = summary["sequences"] / seconds
     summary["tokens_per_second"] = statistics.median(r["completion_tokens"] / r["seconds"] for r in records)
@@ -309,49 +334,78 @@ def print_table(columns: dict[str, dict[str, float]], args: argparse.Namespace) 
         ("step throughput (sequences/s)", "sequences_per_second", "{:.3f}"),
         ("completion tokens/s of step", "tokens_per_second", "{:.1f}"),
         ("mean reward", "reward_mean", "{:.3f}"),
+        ("mean importance ratio", "ratio_mean", "{:.4f}"),
+        ("clip fraction", "clip_fraction", "{:.4f}"),
     ]
-    width = 27
+    width = 18
     header = f"{'':32s}" + "".join(f"{name:>{width}s}" for name in columns)
     print()
     print(
         f"{WORKLOAD.prompts_per_step} prompts x {WORKLOAD.group_size} samples = {WORKLOAD.sequences} sequences/step, "
-        f"<= {WORKLOAD.max_completion_tokens} completion tokens, SmolLM2-135M-Instruct fp32 on CPU "
-        f"({os.cpu_count()} cores), medians of {args.steps} steps after {args.warmup} warm-up"
+        f"<= {WORKLOAD.max_completion_tokens} completion tokens, SmolLM2-135M-Instruct (float32 weights) on CPU "
+        f"({os.cpu_count()} cores, native bf16: {'yes' if _native_bf16() else 'no'}), medians of {args.steps} steps "
+        f"after {args.warmup} warm-up"
     )
     print(header)
     print("-" * len(header))
     for label, key, fmt in rows:
-        print(f"{label:32s}" + "".join(f"{fmt.format(c[key]):>{width}s}" for c in columns.values()))
-    defaults = columns.get("TRL (its defaults)")
+        cells = ("-" if math.isnan(c[key]) else fmt.format(c[key]) for c in columns.values())
+        print(f"{label:32s}" + "".join(f"{cell:>{width}s}" for cell in cells))
+    print()
+    for precision in args.precisions:
+        ours, trl = columns.get(f"ours {precision}"), columns.get(f"TRL {precision}")
+        if ours is not None and trl is not None:
+            ratio = ours["sequences_per_second"] / trl["sequences_per_second"]
+            print(f"ours {precision} / TRL {precision} step throughput (equal work): {ratio:.2f}x (goal: >= 2x)")
+    defaults = columns.get("TRL defaults")
     if defaults is not None:
         for name, column in columns.items():
-            if not name.startswith("TRL"):
+            if name.startswith("ours"):
                 ratio = column["sequences_per_second"] / defaults["sequences_per_second"]
                 print(f"{name} / TRL with its defaults (gradient checkpointing, bf16): {ratio:.2f}x")
-    skipping = columns.get("LightningRL (skip equal)")
+    skipping = columns.get("ours skip-equal")
     if skipping is not None and skipping["trained_sequences"] < skipping["sequences"]:
         print(
-            "(skip equal: groups whose rewards are all equal train nothing, so its step time depends on the rewards' "
+            "(skip-equal: groups whose rewards are all equal train nothing, so its step time depends on the rewards' "
             "spread as much as on speed)"
         )
-    trl = columns.get("TRL GRPOTrainer")
-    if trl is not None:
-        for name, column in columns.items():
-            if not name.startswith("TRL"):
-                ratio = column["sequences_per_second"] / trl["sequences_per_second"]
-                print(f"{name} / TRL step throughput: {ratio:.2f}x (goal: >= 2x)")
+
+
+def _native_bf16() -> bool:
+    import torch
+
+    return any(
+        bool(getattr(torch.cpu, probe, lambda: False)())
+        for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+
+
+def _precisions(text: str | None) -> list[str]:
+    if text is None:
+        return ["fp32", "bf16"] if _native_bf16() else ["fp32"]
+    chosen = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = sorted(set(chosen) - {"fp32", "bf16"})
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"--precisions takes fp32 and/or bf16, comma-separated; got {text!r}")
+    return list(dict.fromkeys(chosen))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3, help="measured steps per side (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them (default: %(default)s)")
+    parser.add_argument(
+        "--precisions",
+        default=None,
+        help="equal-work comparisons to run, comma-separated fp32 and/or bf16 (default: fp32,bf16 on a CPU with "
+        "native bfloat16, else fp32)",
+    )
     parser.add_argument("--skip-trl", action="store_true", help="do not run TRL's side")
     parser.add_argument("--skip-ours", action="store_true", help="do not run LightningRL's side")
     parser.add_argument(
         "--no-skip-equal-run",
         action="store_true",
-        help="leave out the second LightningRL run with the default skip_equal_groups=True",
+        help="leave out the LightningRL run with the default skip_equal_groups=True",
     )
     parser.add_argument(
         "--trl-defaults",
@@ -362,47 +416,66 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be at least 1 and --warmup at least 0")
+    try:
+        args.precisions = _precisions(args.precisions)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
     os.environ.update(OFFLINE_ENV)
+    if "bf16" in args.precisions and not _native_bf16():
+        print(
+            "note: this CPU has no native bfloat16 (AVX-512 BF16 or AMX): bf16 is emulated, on both sides", flush=True
+        )
     tasks = make_tasks(WORKLOAD)
     started = time.perf_counter()
     columns: dict[str, dict[str, float]] = {}
-    trl_result: dict[str, Any] | None = None
+    trl_results: dict[str, dict[str, Any]] = {}
 
     if not args.skip_trl:
         ensure_venv(args.venv)
-        print("TRL GRPOTrainer ...", flush=True)
-        trl_result = run_trl(tasks, args)
-        columns["TRL GRPOTrainer"] = summarize(trl_result["steps"][args.warmup :], "generate_and_score_seconds")
-        if args.trl_defaults:
-            print("TRL GRPOTrainer with its defaults (gradient checkpointing, bf16) ...", flush=True)
-            defaults = run_trl(tasks, args, trl_defaults=True)
-            columns["TRL (its defaults)"] = summarize(defaults["steps"][args.warmup :], "generate_and_score_seconds")
+        runs = [*args.precisions, *(["defaults"] if args.trl_defaults else [])]
+        for precision in runs:
+            what = "its defaults (gradient checkpointing, bf16)" if precision == "defaults" else precision
+            print(f"TRL GRPOTrainer, {what} ...", flush=True)
+            trl_results[precision] = run_trl(tasks, args, precision)
+            steps = trl_results[precision]["steps"][args.warmup :]
+            columns[f"TRL {precision}"] = summarize(steps, "generate_and_score_seconds")
 
     if not args.skip_ours:
         from agentlightning_engine import TransformersEngine
 
-        print("LightningRL ...", flush=True)
         # The very files TRL loads (the GGUF converted once), and faster to load than dequantizing the GGUF again.
         engine = TransformersEngine(str(model_folder()), served_model_name=MODEL)
         try:
-            records = run_ours(tasks, args.warmup + args.steps, skip_equal_groups=False, engine=engine)
-            for record in records:
-                print(f"  ours    {_step_line({**record, 'warmup': record['step'] <= args.warmup})}", flush=True)
-            columns["LightningRL"] = summarize(records[args.warmup :], "rollout_seconds")
+            for precision in args.precisions:
+                print(f"LightningRL, {precision} ...", flush=True)
+                records = run_ours(
+                    tasks, args.warmup + args.steps, skip_equal_groups=False, engine=engine, precision=precision
+                )
+                for record in records:
+                    print(f"  ours    {_step_line({**record, 'warmup': record['step'] <= args.warmup})}", flush=True)
+                columns[f"ours {precision}"] = summarize(records[args.warmup :], "rollout_seconds")
             if not args.no_skip_equal_run:
                 # The engine is warm by now: no warm-up iteration.
-                print("LightningRL, skip_equal_groups=True ...", flush=True)
-                records = run_ours(tasks, args.steps, skip_equal_groups=True, engine=engine)
+                precision = args.precisions[0]
+                print(f"LightningRL, {precision}, skip_equal_groups=True ...", flush=True)
+                records = run_ours(tasks, args.steps, skip_equal_groups=True, engine=engine, precision=precision)
                 for record in records:
                     print(f"  ours    {_step_line(record)} (trained {record['trained_sequences']})", flush=True)
-                columns["LightningRL (skip equal)"] = summarize(records, "rollout_seconds")
+                columns["ours skip-equal"] = summarize(records, "rollout_seconds")
+            stats = engine.statistics
+            # How the 32 concurrent requests met the engine: each batch and each join runs a prefill of its own.
+            print(
+                f"  engine: {stats.batches} batches for {stats.sequences} sequences, {stats.joined} joined a running "
+                f"batch, at most {stats.largest_batch} rows at once",
+                flush=True,
+            )
         finally:
             engine.close()
 
-    if trl_result is not None:
+    for precision, trl_result in trl_results.items():
         versions = ", ".join(f"{k} {v}" for k, v in trl_result["versions"].items())
         config = ", ".join(f"{k}={v}" for k, v in trl_result["config"].items())
-        print(f"\nTRL venv: {versions}; torch threads {trl_result['threads']}")
+        print(f"\nTRL {precision}: {versions}; torch threads {trl_result['threads']}")
         print(f"  GRPOConfig: {config}")
         print(f"  model load {trl_result['load_seconds']:.1f} s, trainer set-up {trl_result['setup_seconds']:.1f} s")
         logged = [s.get("trl_step_time") for s in trl_result["steps"]]

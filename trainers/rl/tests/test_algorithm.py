@@ -110,6 +110,29 @@ async def _chatter(task: dict[str, Any], llm: agl.LLM) -> float:
     return sum(c in "aeiou" for c in text) / max(len(text), 1)
 
 
+def test_with_bf16_the_engine_generates_in_bf16_for_the_run_and_the_first_ratios_are_one(
+    engine: TransformersEngine,
+) -> None:
+    seen: list[Any] = []
+
+    @agl.rollout
+    async def chatter(task: dict[str, Any], llm: agl.LLM) -> float:
+        seen.append(engine.autocast_dtype)
+        return await _chatter(task, llm)  # type: ignore[no-any-return]
+
+    config = LightningRLConfig(
+        iterations=1, tasks_per_iteration=4, group_size=4, seed=0, skip_equal_groups=False, precision="bf16"
+    )
+    result = _fit(engine, config, chatter)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert engine.autocast_dtype is None  # given back after the run
+    (record,) = result.history
+    # The engine sampled in the step's arithmetic: before the update the ratios are ~1 (a KV-cached decode and a
+    # full pass round differently), and next to none is clipped.
+    assert record.ratio_mean == pytest.approx(1.0, abs=0.02), record
+    assert record.clip_fraction is not None and record.clip_fraction < 0.05, record
+
+
 def test_metrics_plot_and_checkpoint_files_and_resume(
     engine: TransformersEngine, tiny_folder: Path, tmp_path: Path
 ) -> None:

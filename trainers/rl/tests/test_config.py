@@ -60,6 +60,14 @@ def test_invalid_lora_and_rule_settings_are_refused_naming_the_field(make: Any, 
         make()
 
 
+def test_an_unknown_precision_is_refused_with_the_choices() -> None:
+    with pytest.raises(
+        ConfigError, match=r"LightningRLConfig\.precision must be one of 'auto', 'fp32', 'bf16'; got 'fp16'"
+    ):
+        LightningRLConfig(precision="fp16")  # type: ignore[arg-type]
+    assert LightningRLConfig().precision == "fp32"
+
+
 def test_a_config_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         LightningRLConfig(group_size=-1)

@@ -8,7 +8,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +68,11 @@ class TransformersEngine:
     batch between two decoding steps (:mod:`agentlightning_engine.batching`). :attr:`model` is the live module:
     a trainer in the same process updates it in place, inside :meth:`paused`, or with :meth:`load_weights`.
 
+    ``autocast_dtype=torch.bfloat16`` generates under ``torch.autocast`` in that dtype (mixed precision: the
+    weights stay as loaded, matrix products take bfloat16 copies; logprobs are still computed in float32 from
+    the logits). It is faster only where the device computes bfloat16 natively (a GPU, a CPU with AVX-512 BF16
+    or AMX); a trainer training in bf16 sets it (:attr:`autocast_dtype`) so both sides use the same arithmetic.
+
     Use :meth:`chat_completion` / :meth:`stream_chat_completion` in-process, or :meth:`serve` for HTTP.
     """
 
@@ -83,6 +88,7 @@ class TransformersEngine:
         batch_wait_ms: float = 20.0,
         max_batch_wait_ms: float = 100.0,
         max_model_len: int | None = None,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
         self.device = torch.device(device)
         if isinstance(model, str | os.PathLike):
@@ -109,8 +115,9 @@ class TransformersEngine:
         eos |= set(generation_eos if isinstance(generation_eos, list) else [generation_eos]) - {None}
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(eos, default=0)
         self._generator = BatchGenerator(self.model, self.tokenizer, eos, pad)
+        self._autocast_dtype = autocast_dtype
         self._batcher = DynamicBatcher(
-            self._generator.run,
+            self._run_batch,
             max_batch_size=max_batch_size,
             batch_wait_s=batch_wait_ms / 1000,
             max_batch_wait_s=max_batch_wait_ms / 1000,
@@ -131,6 +138,27 @@ class TransformersEngine:
         :attr:`model`). Requests in flight continue afterwards with the new weights."""
         with self._generator.lock:
             yield
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype generation runs in under ``torch.autocast`` (``None``: the weights' own dtype). Setting it
+        takes effect from the next batch."""
+        return self._autocast_dtype
+
+    @autocast_dtype.setter
+    def autocast_dtype(self, dtype: torch.dtype | None) -> None:
+        with self._generator.lock:
+            self._autocast_dtype = dtype
+
+    def _run_batch(self, sequences: list[Sequence], take: Callable[[int], list[Sequence]]) -> None:
+        dtype = self._autocast_dtype
+        if dtype is None:
+            self._generator.run(sequences, take)
+            return
+        # No cache of the cast weights: a trainer may change the weights between two decoding steps (paused()),
+        # and a cached bfloat16 copy would go on serving the old ones until the batch ends.
+        with torch.autocast(self.device.type, dtype=dtype, cache_enabled=False):
+            self._generator.run(sequences, take)
 
     @property
     def weights_version(self) -> int:

@@ -27,6 +27,7 @@ from agentlightning_rl.config import (
     LightningRLConfig,
     LoraSettings,
     LossAggregation,
+    Precision,
     RuntimeRewardRules,
 )
 from agentlightning_rl.credit import CreditedTrajectory, MissingFinalReward, credit_trajectory, returns
@@ -59,6 +60,7 @@ __all__ = [
     "RuntimeRewardRules",
     "CreditMode",
     "LossAggregation",
+    "Precision",
     "ConfigError",
     # rewards and credit
     "RuntimeReward",

@@ -46,6 +46,7 @@ from agentlightning_rl.checkpoint import TrainingState, load_checkpoint, new_shu
 from agentlightning_rl.config import LightningRLConfig
 from agentlightning_rl.credit import CreditedTrajectory, credit_trajectory
 from agentlightning_rl.metrics import IterationRecord, MetricsLog, ValidationRecord
+from agentlightning_rl.precision import autocast_dtype, native_bf16
 from agentlightning_rl.rewards import with_runtime_rewards
 from agentlightning_rl.update import StepMetrics, make_optimizer, train_step
 
@@ -142,6 +143,15 @@ class LightningRL(Algorithm):
         #: that reloads).
         self.served_model: str = ""
         self.backend = backend_for(engine, policy)
+        device = next(self.backend.model.parameters()).device
+        #: The autocast dtype of the passes (``config.precision`` on this device); ``None``: float32.
+        self.autocast_dtype = autocast_dtype(self.config.precision, device)
+        if self.autocast_dtype is not None and not native_bf16(device):
+            log.warning(
+                "precision='bf16' on %s, which has no native bfloat16 (AVX-512 BF16 or AMX on a CPU): it is emulated "
+                "and several times slower than float32; precision='auto' picks float32 here.",
+                device,
+            )
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -247,6 +257,7 @@ class LightningRL(Algorithm):
                         approx_kl=step.approx_kl if step else None,
                         reference_kl=step.reference_kl if step else None,
                         grad_norm=step.grad_norm if step else None,
+                        ratio_mean=step.ratio_mean if step else None,
                     )
                     state.iteration = iteration
                     state.history.append(record)
@@ -384,6 +395,8 @@ class LightningRL(Algorithm):
     def _gateway(self) -> Iterator[agl.Gateway]:
         """The engine served on 127.0.0.1, and a gateway in front of it recording into this run's store."""
         try:
+            # The engine samples in the step's arithmetic, so a first step's importance ratios are ~1.
+            self.backend.generate_in(self.autocast_dtype)
             with self.backend.served() as url, agl.Gateway(url, self.store, agent_models=self.agent_models) as gateway:
                 yield gateway
         finally:

@@ -36,6 +36,16 @@ class SharedWeights:
         self.engine = engine
         self.model = engine.model
         self.tokenizer = engine.tokenizer
+        self._engine_autocast: list[torch.dtype | None] = []  # the engine's own setting, while the run changes it
+
+    def generate_in(self, dtype: torch.dtype | None) -> None:
+        """Have the engine generate under autocast in ``dtype`` (``None``: the weights' dtype) until :meth:`close`,
+        so that the behaviour logprobs come from the arithmetic the step trains in."""
+        if not hasattr(self.engine, "autocast_dtype"):
+            return
+        if not self._engine_autocast:
+            self._engine_autocast.append(self.engine.autocast_dtype)
+        self.engine.autocast_dtype = dtype
 
     @contextlib.contextmanager
     def served(self) -> Iterator[str]:
@@ -59,7 +69,9 @@ class SharedWeights:
         """Nothing to do: the engine already serves the updated module."""
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Give the engine back its own autocast setting."""
+        if self._engine_autocast:
+            self.engine.autocast_dtype = self._engine_autocast.pop()
 
 
 class ReloadedWeights:
@@ -82,6 +94,9 @@ class ReloadedWeights:
     def served(self) -> Iterator[str]:
         """The engine's OpenAI base URL (the engine was started by the caller)."""
         yield self.engine.url
+
+    def generate_in(self, dtype: torch.dtype | None) -> None:
+        """Nothing to do: the server generates in the dtype it was started with."""
 
     def updating(self) -> contextlib.AbstractContextManager[Any]:
         """Generation goes on with the old weights while the copy changes."""

@@ -4,7 +4,7 @@
 Read top to bottom, the fields follow the algorithm: the loop (iterations, tasks per iteration,
 validation) → runtime rewards (off by default) → credit assignment (rewards → per-call returns) →
 advantages (returns → group-relative advantages) → loss (clipped policy gradient, KL, aggregation) →
-optimisation (learning rate, micro-batches, LoRA).
+optimisation (learning rate, micro-batches, LoRA, precision).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ __all__ = [
     "LightningRLConfig",
     "LoraSettings",
     "LossAggregation",
+    "Precision",
     "RuntimeRewardRules",
 ]
 
@@ -30,6 +31,8 @@ __all__ = [
 CreditMode = Literal["identical", "discounted", "intermediate"]
 #: How per-token losses are averaged (see :mod:`agentlightning_rl.batch`).
 LossAggregation = Literal["token", "sequence", "rollout"]
+#: The arithmetic of the forward and backward passes, and of generation (see :mod:`agentlightning_rl.precision`).
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,14 @@ class LightningRLConfig:
         share_prompts: calls with identical prompts (a group's samples of one call) run their prompt once in the
             forward and backward pass; the same loss and gradient, fewer tokens (see :mod:`agentlightning_rl.batch`).
         lora: LoRA settings; ``None`` trains every weight.
+        precision: ``"fp32"`` (default: every pass in float32), ``"bf16"`` (bfloat16 mixed precision: the
+            forward and backward passes, and the engine's generation, run under ``torch.autocast`` in bfloat16,
+            while the weights, their gradients and the optimizer's state stay float32, and logprobs are taken in
+            float32 from the logits; what TRL's ``bf16=True`` does), or ``"auto"``: bf16 where the hardware
+            computes it natively (a CUDA GPU with bfloat16, a CPU with AVX-512 BF16 or AMX), else fp32. On a
+            CPU without them bfloat16 is emulated and several times slower than float32
+            (:mod:`agentlightning_rl.precision`). fp32 is the default until bf16's speed and training quality
+            have been measured on such hardware (the quick-start's figures are fp32's).
     """
 
     iterations: int = 20
@@ -141,6 +152,7 @@ class LightningRLConfig:
     micro_batch_tokens: int | None = 4096
     share_prompts: bool = True
     lora: LoraSettings | None = None
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("iterations", "tasks_per_iteration"):
@@ -191,6 +203,7 @@ class LightningRLConfig:
             raise ConfigError(
                 f"LightningRLConfig.micro_batch_tokens must be at least 1 or None, got {self.micro_batch_tokens}."
             )
+        _choice("precision", self.precision, Precision)
         if self.lora is not None and self.lora.adapter_per_agent and not _names(self.agents):
             raise ConfigError(
                 "LightningRLConfig.agents must name the trained agents (a collection of names) when "

@@ -11,7 +11,8 @@ gathered, and only those ``N`` go through the output layer::
     log π(y_j | x, y_<j) = (W h_{j-1})[y_j] - logsumexp(W h_{j-1})        for each completion position j
 
 so the ``N × V`` logits scale with the completion tokens only. The result equals the naive computation
-(a test checks it). Logits are taken at temperature 1, like the logprobs the engine reports.
+(a test checks it). Logits are taken at temperature 1, like the logprobs the engine reports, and the
+``logsumexp`` is float32 even when the passes run under bfloat16 autocast (``LightningRLConfig.precision``).
 
 **Shared prompts.** The rollouts of a group often send the very same prompt (the task's first call): its
 ``group_size`` samples differ only in their completions. :func:`shared_prompt_logprobs` runs each distinct prompt

@@ -48,6 +48,9 @@ class IterationRecord:
     approx_kl: float | None
     reference_kl: float | None
     grad_norm: float | None
+    #: Mean importance ratio new / engine policy over the step's tokens (≈1 before the update: the engine and
+    #: the step compute the same logprobs).
+    ratio_mean: float | None = None
 
     @property
     def train_tokens_per_second(self) -> float:

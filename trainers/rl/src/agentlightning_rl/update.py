@@ -9,6 +9,9 @@ Each micro-batch's loss is already weighted for the whole step (:mod:`agentlight
 and accumulating any split of the step equals one pass over all of it, while memory holds one micro-batch's
 activations at a time. Then the global gradient norm is clipped (``max_grad_norm``) and the optimizer steps.
 
+With ``precision`` bf16 each pass runs under bfloat16 autocast; the gradients land on the float32 weights, and
+clipping and the optimizer step stay float32 (:mod:`agentlightning_rl.precision`).
+
 The model's train/eval mode is left as it is: an engine sharing the module keeps it in eval, and dropout
 would make the new logprobs disagree with the behaviour policy's for reasons other than the update. Run the
 step inside ``TransformersEngine.paused()`` when the engine serves the same module.
@@ -27,6 +30,7 @@ from agentlightning_rl.batch import MicroBatch
 from agentlightning_rl.config import LightningRLConfig
 from agentlightning_rl.logprobs import batch_logprobs
 from agentlightning_rl.loss import LossMetrics, policy_loss
+from agentlightning_rl.precision import autocast, autocast_dtype
 
 __all__ = ["StepMetrics", "make_optimizer", "reference_logprobs", "train_step"]
 
@@ -56,12 +60,15 @@ def make_optimizer(model: torch.nn.Module, config: LightningRLConfig) -> torch.o
     parameters = [p for name, p in model.named_parameters() if p.requires_grad or "lora_" in name]
     if not parameters:
         raise ValueError("The model has no trainable parameters; is every weight frozen?")
-    return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
+    # torch's fused kernel updates each weight in one pass; on a CPU it is its only fast AdamW (SmolLM2-135M:
+    # 0.2 s a step against 0.8 s for the default loop), the same update up to rounding.
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in parameters)
+    return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0, fused=fused or None)
 
 
 def reference_logprobs(model: Any, batch: MicroBatch, reference_model: Any = None) -> torch.Tensor:
     """``[N]`` completion logprobs under the frozen reference: ``reference_model`` if given, else the peft
-    ``model`` with its adapters disabled (the base weights LoRA leaves untouched)."""
+    ``model`` with its adapters disabled (the base weights LoRA leaves untouched). Runs in the caller's autocast."""
     with torch.no_grad():
         if reference_model is not None:
             return batch_logprobs(reference_model, batch)
@@ -91,6 +98,7 @@ def train_step(
     to 1 only together.
     """
     device = next(model.parameters()).device
+    dtype = autocast_dtype(config.precision, device)
     optimizer.zero_grad(set_to_none=True)
     total_loss = 0.0
     parts: list[LossMetrics] = []
@@ -98,8 +106,10 @@ def train_step(
         batch = batch.to(device)
         if adapters is not None:
             adapters.activate(batch.agent_name)
-        reference = reference_logprobs(model, batch, reference_model) if config.kl_coef > 0 else None
-        new = batch_logprobs(model, batch)
+        # One autocast per pass, as torch recommends: its cache of bfloat16 weights lives for one pass only.
+        with autocast(dtype, device):
+            reference = reference_logprobs(model, batch, reference_model) if config.kl_coef > 0 else None
+            new = batch_logprobs(model, batch)
         loss, metrics = policy_loss(
             new,
             batch.behaviour_logprobs,
