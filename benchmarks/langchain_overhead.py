@@ -128,6 +128,10 @@ class DoNothing(BaseCallbackHandler):
 
     run_inline = True
 
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        """Handled, as LightningCallbackHandler handles it: a handler without it makes LangChain fall back to
+        ``on_llm_start`` with the messages rendered as text, a cost LightningCallbackHandler does not cause."""
+
 
 async def interleaved(
     cases: dict[str, Callable[[], Any]], calls: int, store: agl.LightningStore, tracer: Tracer, rounds: int

@@ -270,6 +270,31 @@ def test_an_unreachable_upstream_is_a_502_recorded_in_the_rollout(store: agl.Sql
         )
 
 
+def test_the_cores_caller_header_attributes_calls_unless_the_caller_sent_its_own_headers(
+    gateway: agl.Gateway, store: agl.SqliteStore
+) -> None:
+    from agentlightning.tracer.propagation import caller_header
+
+    rollout = _attempt(store)
+    ours, theirs = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "00-" + "12" * 16 + "-" + "34" * 8 + "-01"
+    for own in ({}, {"traceparent": theirs, "x-agentlightning-agent": "planner"}):
+        response = httpx.post(
+            gateway.url + "/chat/completions",
+            json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]},
+            headers={
+                "x-agentlightning-rollout-id": rollout.rollout_id,
+                "x-agentlightning-attempt-id": rollout.attempt.attempt_id,
+                "x-agentlightning-caller": caller_header(ours, "Büro; v=2"),
+                **own,
+            },
+        )
+        assert response.status_code == 200
+    first, second = sorted(llm_spans(_spans_after(gateway, store, rollout)), key=lambda s: s.start_time)
+    assert (first.parent_id, first.attributes[semconv.GEN_AI_AGENT_NAME]) == ("cd" * 8, "Büro; v=2")
+    assert first.attributes[semconv.AGL_CALLER_TRACEPARENT] == ours
+    assert (second.parent_id, second.attributes[semconv.GEN_AI_AGENT_NAME]) == ("34" * 8, "planner")
+
+
 def test_propagated_traceparent_nests_gateway_calls_under_the_callers_span(
     gateway: agl.Gateway, store: agl.SqliteStore
 ) -> None:
@@ -338,13 +363,16 @@ async def test_requests_carry_the_current_run_and_agent_unless_the_caller_set_it
         tracer.close()
         await store.close()
     outside, inside, own = sent
-    assert "traceparent" not in outside and "x-agentlightning-agent" not in outside
-    assert inside.get_list("traceparent") == [span.traceparent] and inside["x-agentlightning-agent"] == "writer"
-    assert own.get_list("traceparent") == ["00-" + "1" * 32 + "-" + "2" * 16 + "-01"]
+    assert not any(key.startswith(("traceparent", "x-agentlightning")) for key in outside)
+    # One header for both (each header costs the HTTP client passes over all of them).
+    assert inside.get_list("x-agentlightning-caller") == [f"traceparent={span.traceparent};agent=writer"]
+    assert "traceparent" not in inside and "x-agentlightning-agent" not in inside
+    assert own.get_list("traceparent") == ["00-" + "1" * 32 + "-" + "2" * 16 + "-01"]  # and the gateway takes it
 
 
+@pytest.mark.parametrize("name", ["writer", "rédacteur 数学; v=2"])  # headers are ASCII: any name must get through
 def test_a_call_made_inside_an_agents_span_names_the_agent_and_is_routed_to_its_model(
-    upstream: str, store: agl.SqliteStore
+    upstream: str, store: agl.SqliteStore, name: str
 ) -> None:
     """An integration's span naming an agent, made current, tells the gateway whose call it answers."""
     from agentlightning.tracer import begin_span, propagate_traceparent
@@ -354,7 +382,7 @@ def test_a_call_made_inside_an_agents_span_names_the_agent_and_is_routed_to_its_
     @agl.rollout
     def agent(task: str, llm: agl.LLM) -> float:
         client = openai.OpenAI(base_url=llm.base_url, api_key="unused")
-        span = begin_span("invoke_agent writer", attributes={semconv.GEN_AI_AGENT_NAME: "writer"})
+        span = begin_span(f"invoke_agent {name}", attributes={semconv.GEN_AI_AGENT_NAME: name})
         assert span is not None
         with span.current():
             client.chat.completions.create(model=llm.model, messages=[{"role": "user", "content": task}])
@@ -362,10 +390,11 @@ def test_a_call_made_inside_an_agents_span_names_the_agent_and_is_routed_to_its_
         client.chat.completions.create(model=llm.model, messages=[{"role": "user", "content": task}])
         return 1.0
 
-    with agl.Gateway(upstream, store, agent_models={"writer": "m@writer"}) as gateway:
+    with agl.Gateway(upstream, store, agent_models={name: "m@writer"}) as gateway:
         result = agl.Trainer(store=store, initial_resources={"llm": gateway.llm("m")}).dev(agent, ["hi"])
+    assert result.rollouts[0][0].status == agl.RolloutStatus.SUCCEEDED
     calls = sorted(
         llm_spans(asyncio.run(store.query_spans(result.rollouts[0][0].rollout_id))), key=lambda s: s.start_time
     )
-    assert [c.attributes.get(semconv.GEN_AI_AGENT_NAME) for c in calls] == ["writer", None]
+    assert [c.attributes.get(semconv.GEN_AI_AGENT_NAME) for c in calls] == [name, None]
     assert [c.attributes[semconv.GEN_AI_RESPONSE_MODEL] for c in calls] == ["m@writer", "m"]

@@ -161,7 +161,7 @@ def assert_joined(spans: list[agl.Span], agents: list[str]) -> agl.Trajectory:
         assert transition.span_id in gateway_ids
         (gateway_span,) = [s for s in recorded if s.span_id == transition.span_id]
         assert gateway_span.parent_id == call.span_id  # nested under the call by its traceparent
-        # and told whose call it is by the request's x-agentlightning-agent header
+        # and told whose call it is by the agent named in the request's x-agentlightning-caller header
         assert gateway_span.attributes.get(semconv.GEN_AI_AGENT_NAME) == transition.agent_name
         assert transition.prompt_token_ids and transition.completion_token_ids and transition.logprobs
         assert len(transition.logprobs) == len(transition.completion_token_ids)

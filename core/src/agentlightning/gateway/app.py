@@ -23,7 +23,7 @@ from agentlightning import semconv
 from agentlightning.errors import StoreError
 from agentlightning.gateway.record import StreamAssembler, parse_traceparent, request_attributes, response_attributes
 from agentlightning.store.base import LightningStore
-from agentlightning.tracer.propagation import AGENT_HEADER
+from agentlightning.tracer.propagation import AGENT_HEADER, CALLER_HEADER, parse_caller_header
 from agentlightning.types import Span, SpanKind, SpanStatus, StatusCode
 
 __all__ = ["GatewayConfig", "GatewayStatistics", "create_gateway_app", "openai_error"]
@@ -225,7 +225,10 @@ class _Proxy:
         operation = _OPERATIONS[endpoint]
         rollout_id = rollout_id or request.headers.get(ROLLOUT_HEADER)
         attempt_id = attempt_id or request.headers.get(ATTEMPT_HEADER)
-        agent = agent or request.headers.get(AGENT_HEADER)
+        caller_traceparent, caller_agent = parse_caller_header(request.headers.get(CALLER_HEADER))
+        # The caller's own standard headers (set by hand, or by its OpenTelemetry instrumentation) win over the
+        # core's x-agentlightning-caller, which a request gets on top of them.
+        agent = agent or request.headers.get(AGENT_HEADER) or caller_agent
         if (rollout_id is None) != (attempt_id is None):
             return await self._fail(
                 None,
@@ -247,7 +250,9 @@ class _Proxy:
                 "rollout_not_found",
             )
         raw = await request.body()
-        call = _Call(operation, rollout_id, attempt_id, agent, request.headers.get("traceparent"), {})
+        call = _Call(
+            operation, rollout_id, attempt_id, agent, request.headers.get("traceparent") or caller_traceparent, {}
+        )
         call.attributes = {semconv.GEN_AI_OPERATION_NAME: operation}
         try:
             body = from_json(raw)
@@ -272,6 +277,8 @@ class _Proxy:
         url = f"{self.upstream}/{endpoint}"
         headers = self._headers(request)
         headers["content-type"] = "application/json"
+        if call.traceparent and "traceparent" not in request.headers:  # it came in x-agentlightning-caller
+            headers["traceparent"] = call.traceparent  # the upstream's own tracing joins the caller's trace
         if body.get("stream"):
             return await self._stream(call, url, headers, upstream_body, wants_logprobs)
         try:

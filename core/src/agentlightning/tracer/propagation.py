@@ -1,28 +1,72 @@
-"""W3C ``traceparent`` (and the agent's name) on the ``openai`` client's requests, so the gateway's span of a call
-joins the caller's, and the gateway knows whose call it is while answering it.
+"""The caller's W3C ``traceparent`` (and the agent's name) on the ``openai`` client's requests, so the gateway's
+span of a call joins the caller's, and the gateway knows whose call it is while answering it.
 
-The gateway records the ``traceparent`` header of each call as ``agentlightning.llm.caller_traceparent``; the
+The gateway records the caller's ``traceparent`` of each call as ``agentlightning.llm.caller_traceparent``; the
 trajectory adapter then treats the caller's span as the gateway span's parent, and pairs the two when the caller's
 span is an integration's record of the same LLM call (streamed answers included, whose response id frameworks
 often drop). :func:`propagate_traceparent` makes every request the ``openai`` client sends inside an active
-rollout carry the current OpenTelemetry span as that header.
+rollout carry the current OpenTelemetry span and agent, both in one header, ``x-agentlightning-caller``
+(:func:`caller_header`): every header a request carries costs the HTTP client a pass over all of them several
+times per request, and two headers cost an LLM call twice what one does. The gateway also takes the standard
+``traceparent`` header and ``x-agentlightning-agent``, as any other client may send them.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import Any
+from urllib.parse import quote, unquote
 
 from agentlightning.tracer._context import ACTIVE
 
-__all__ = ["AGENT_HEADER", "current_agent", "propagate_traceparent"]
+__all__ = [
+    "AGENT_HEADER",
+    "CALLER_HEADER",
+    "caller_header",
+    "current_agent",
+    "parse_caller_header",
+    "propagate_traceparent",
+]
 
 log = logging.getLogger("agentlightning.tracer")
 
-#: The request header naming the agent a call belongs to: the gateway records it on the call's span and routes
-#: by it (``Gateway(agent_models=...)``).
+#: The request header naming the agent a call belongs to (the gateway records it on the call's span and routes by
+#: it: ``Gateway(agent_models=...)``), for clients that name it themselves; the core sends :data:`CALLER_HEADER`.
 AGENT_HEADER = "x-agentlightning-agent"
+#: The header the core adds to the ``openai`` client's requests inside a rollout: the current span's W3C
+#: ``traceparent`` and the current agent's name (:func:`caller_header`).
+CALLER_HEADER = "x-agentlightning-caller"
+
+
+def caller_header(traceparent: str | None, agent: str | None) -> str:
+    """The value of :data:`CALLER_HEADER`: ``traceparent=<W3C traceparent>;agent=<name>``, either part left out when
+    unknown. The agent's name is percent-encoded (UTF-8), as header values are ASCII: ``Büro`` goes as
+    ``B%C3%BCro``."""
+    if agent:
+        return f"traceparent={traceparent};{_agent_part(agent)}" if traceparent else _agent_part(agent)
+    return f"traceparent={traceparent}" if traceparent else ""
+
+
+@functools.lru_cache(maxsize=256)
+def _agent_part(agent: str) -> str:
+    # A process has a few agents, named on every request.
+    return "agent=" + quote(agent, safe="")
+
+
+def parse_caller_header(value: str | None) -> tuple[str | None, str | None]:
+    """``(traceparent, agent)`` of a :data:`CALLER_HEADER` value (``None`` for a part it lacks; parts it does not
+    know are ignored)."""
+    traceparent = agent = None
+    for part in (value or "").split(";"):
+        key, _, text = part.strip().partition("=")
+        if key == "traceparent" and text:
+            traceparent = text
+        elif key == "agent" and text:
+            agent = unquote(text)
+    return traceparent, agent
+
 
 _installed = False
 
@@ -60,16 +104,18 @@ def _traceparent_of(span: Any) -> str | None:
 
 
 def propagate_traceparent() -> bool:
-    """Make every request of the ``openai`` client carry the current span's ``traceparent`` inside a rollout, and
-    the current agent (:func:`current_agent`) in the ``x-agentlightning-agent`` header when one is known.
+    """Make every request of the ``openai`` client carry, inside a rollout, the current span's ``traceparent`` and
+    the current agent (:func:`current_agent`) when one is known, in the ``x-agentlightning-caller`` header.
 
     Installed once per process, and only once ``openai`` is imported (returns whether it is installed). The
-    headers join the client's default headers as each request is built (``BaseClient.default_headers``, a property
-    read once per request, the same in openai 1.x to 3.x), so they cover sync and async clients, streamed or not,
-    over any HTTP client, and a request's own headers override them: where the caller sets its own
-    ``traceparent`` (on the client or the call, lowercase as OpenTelemetry's propagators write it), that one
-    goes. Outside a rollout requests are left as they are. (Adding them to the plain dict before the client makes
-    its case-insensitive header object costs a few dict operations; every lookup in that object scans it whole.)
+    header joins the client's default headers as each request is built (``BaseClient.default_headers``, a property
+    read once per request, the same in openai 1.x to 3.x), so it covers sync and async clients, streamed or not,
+    over any HTTP client. A request's own standard headers win: where the caller sets its own ``traceparent`` or
+    ``x-agentlightning-agent`` (on the call, or by OpenTelemetry's instrumentation of the HTTP client), the
+    gateway takes those over this header's parts (and where they are among the client's default headers, the
+    parts are left out). Outside a rollout requests are left as they are. (Adding it to
+    the plain dict before the client makes its case-insensitive header object costs a few dict operations; every
+    lookup in that object scans it whole.)
     """
     global _installed
     if _installed:
@@ -100,13 +146,13 @@ def propagate_traceparent() -> bool:
             from opentelemetry import trace
 
             span = trace.get_current_span()
-            if "traceparent" not in headers and (traceparent := _traceparent_of(span)) is not None:
-                headers["traceparent"] = traceparent
-            agent = getattr(span, "agentlightning_agent", None)
-            if isinstance(agent, str) and agent and AGENT_HEADER not in headers:
-                headers[AGENT_HEADER] = agent
+            traceparent = None if "traceparent" in headers else _traceparent_of(span)
+            agent = None if AGENT_HEADER in headers else getattr(span, "agentlightning_agent", None)
+            value = caller_header(traceparent, agent if isinstance(agent, str) else None)
+            if value and CALLER_HEADER not in headers:
+                headers[CALLER_HEADER] = value
         except Exception:
-            log.exception("Could not add the traceparent header to an openai request")
+            log.exception("Could not add the %s header to an openai request", CALLER_HEADER)
         return headers
 
     BaseClient.default_headers = property(default_headers, doc=original.__doc__)  # type: ignore[method-assign,assignment]

@@ -9,11 +9,11 @@ and frameworks tell neither:
   run's start callback in the context its body then runs in (or copies from), so the body sees the span.
 - **The join with the gateway.** Frameworks often drop the response id of a streamed answer, so the gateway's span
   of a call cannot always be paired by ``gen_ai.response.id``. Instead, every request the ``openai`` client makes
-  inside a recorded run carries the current span's W3C ``traceparent`` header
-  (:func:`~agentlightning.tracer.propagate_traceparent`); with the LLM call's span current, the gateway records it
+  inside a recorded run carries the current span's W3C ``traceparent`` (in its ``x-agentlightning-caller`` header:
+  :func:`~agentlightning.tracer.propagate_traceparent`); with the LLM call's span current, the gateway records it
   as ``agentlightning.llm.caller_traceparent`` and the trajectory adapter pairs its span with the LLM-call span it
   names, streamed or not, however many calls run in parallel. The request names the call's agent too
-  (``x-agentlightning-agent``, from the view's ``agentlightning_agent``: the innermost open run whose span has
+  (in the same header, from the view's ``agentlightning_agent``: the innermost open run whose span has
   ``gen_ai.agent.name``), so a gateway that routes agents to models of their own (one LoRA adapter per trained
   agent) sends it to the right one.
 

@@ -160,6 +160,7 @@ def _otel_fields(record: _OtelRecord) -> dict[str, Any]:
 
 _HEX32 = re.compile(r"[0-9a-f]{32}").fullmatch
 _HEX16 = re.compile(r"[0-9a-f]{16}").fullmatch
+_PRINTABLE_ID = re.compile(r"[\x21-\x7e]{1,256}").fullmatch  # what Span requires of rollout and attempt ids
 _PLAIN = frozenset((str, bool, int, float))
 _NUMBERS = frozenset((float, int))
 # The enums' members and their values (a str enum's member hashes by its name, not as its value).
@@ -171,8 +172,8 @@ _LINK_KEYS = frozenset(("trace_id", "span_id", "attributes"))
 
 @functools.lru_cache(maxsize=1024)
 def _valid_id(value: object) -> bool:
-    # What Span requires of rollout and attempt ids; a tracer sees the same few again and again.
-    return isinstance(value, str) and re.fullmatch(r"[\x21-\x7e]{1,256}", value) is not None
+    # A tracer sees the same few ids again and again.
+    return isinstance(value, str) and _PRINTABLE_ID(value) is not None
 
 
 def _time(value: object) -> bool:
