@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from agentlightning_engine.batching import BatchStatistics, DynamicBatcher
 from agentlightning_engine.errors import EngineError, InvalidRequest
 from agentlightning_engine.generation import BatchGenerator, Progress, Sequence
-from agentlightning_engine.model_source import resolve_model
+from agentlightning_engine.model_source import load_model, read_checkpoint
 from agentlightning_engine.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -92,7 +92,7 @@ class TransformersEngine:
     ) -> None:
         self.device = torch.device(device)
         if isinstance(model, str | os.PathLike):
-            self.model, self.tokenizer = _load(str(model), self.device, dtype)
+            self.model, self.tokenizer = load_model(str(model), self.device, dtype)
             name = served_model_name or str(model)
         else:
             if tokenizer is None:
@@ -208,7 +208,7 @@ class TransformersEngine:
         ``pytorch_model*.bin`` files as ``save_pretrained`` writes them. Every parameter must be given, except
         tied ones (``lm_head.weight`` when it is the embedding); unknown names are an error.
         """
-        state = _read_checkpoint(Path(weights)) if isinstance(weights, str | os.PathLike) else dict(weights)
+        state = read_checkpoint(Path(weights)) if isinstance(weights, str | os.PathLike) else dict(weights)
         current = self.model.state_dict()
         unexpected = sorted(set(state) - set(current))
         if unexpected:
@@ -440,42 +440,6 @@ class TransformersEngine:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _load(model: str, device: torch.device, dtype: torch.dtype | None) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    source = resolve_model(model)
-    extra: dict[str, Any] = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(source.directory, **extra)
-    loaded: Any = AutoModelForCausalLM.from_pretrained(
-        source.directory, dtype=dtype or (torch.float32 if device.type == "cpu" else "auto"), **extra
-    )
-    log.info("Loaded %s in %.1f s", model, time.perf_counter() - started)
-    return loaded.to(device), tokenizer
-
-
-def _read_checkpoint(folder: Path) -> dict[str, torch.Tensor]:
-    """The state dict saved in a folder by ``save_pretrained`` (safetensors, else torch ``.bin`` files)."""
-    if not folder.is_dir():
-        raise EngineError(f"{folder} is not a folder; pass a checkpoint folder (save_pretrained) or a state dict.")
-    state: dict[str, torch.Tensor] = {}
-    files = sorted(folder.glob("*.safetensors"))
-    if files:
-        from safetensors.torch import load_file
-
-        for file in files:
-            state.update(load_file(file))
-        return state
-    files = sorted(folder.glob("pytorch_model*.bin"))
-    if not files:
-        raise EngineError(
-            f"No *.safetensors or pytorch_model*.bin files in {folder}; save the model with save_pretrained."
-        )
-    for file in files:
-        state.update(torch.load(file, map_location="cpu", weights_only=True))
-    return state
 
 
 def _invalid(exc: ValidationError) -> InvalidRequest:
