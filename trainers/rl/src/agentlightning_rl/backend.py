@@ -36,16 +36,14 @@ class SharedWeights:
         self.engine = engine
         self.model = engine.model
         self.tokenizer = engine.tokenizer
-        self._engine_autocast: list[torch.dtype | None] = []  # the engine's own setting, while the run changes it
+        # The engine's own setting, given back by close() (an engine without the setting is left alone).
+        self._engine_autocast: torch.dtype | None = getattr(engine, "autocast_dtype", None)
 
     def generate_in(self, dtype: torch.dtype | None) -> None:
         """Have the engine generate under autocast in ``dtype`` (``None``: the weights' dtype) until :meth:`close`,
         so that the behaviour logprobs come from the arithmetic the step trains in."""
-        if not hasattr(self.engine, "autocast_dtype"):
-            return
-        if not self._engine_autocast:
-            self._engine_autocast.append(self.engine.autocast_dtype)
-        self.engine.autocast_dtype = dtype
+        if hasattr(self.engine, "autocast_dtype"):
+            self.engine.autocast_dtype = dtype
 
     @contextlib.contextmanager
     def served(self) -> Iterator[str]:
@@ -70,8 +68,8 @@ class SharedWeights:
 
     def close(self) -> None:
         """Give the engine back its own autocast setting."""
-        if self._engine_autocast:
-            self.engine.autocast_dtype = self._engine_autocast.pop()
+        if hasattr(self.engine, "autocast_dtype"):
+            self.engine.autocast_dtype = self._engine_autocast
 
 
 class ReloadedWeights:
