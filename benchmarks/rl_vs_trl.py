@@ -463,10 +463,12 @@ def main() -> None:
                     print(f"  ours    {_step_line(record)} (trained {record['trained_sequences']})", flush=True)
                 columns["ours skip-equal"] = summarize(records, "rollout_seconds")
             stats = engine.statistics
-            # How the 32 concurrent requests met the engine: each batch and each join runs a prefill of its own.
+            # How the 32 concurrent requests met the engine: each batch and each join runs a prefill of its own, of
+            # the prompts not prefilled already for another sequence.
             print(
                 f"  engine: {stats.batches} batches for {stats.sequences} sequences, {stats.joined} joined a running "
-                f"batch, at most {stats.largest_batch} rows at once",
+                f"batch, at most {stats.largest_batch} rows at once, {stats.prompts_reused} started from a prompt "
+                "prefilled for another",
                 flush=True,
             )
         finally:

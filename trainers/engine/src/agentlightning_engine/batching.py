@@ -32,6 +32,8 @@ class BatchStatistics:
     largest_batch: int = 0
     #: Sequences that joined a batch that was already generating.
     joined: int = 0
+    #: Sequences that started from a prompt prefilled for another sequence (filled in by the engine).
+    prompts_reused: int = 0
 
 
 class DynamicBatcher:

@@ -2,8 +2,10 @@
 
 Each sequence is one choice of a request. Rows leave the batch (and the KV cache) as they finish, and new
 sequences join it between two steps: they are prefilled on their own, and their KV cache is stacked onto
-the running one with left padding (continuous batching at step granularity, without paged attention). The weights are read under a lock taken for each
-forward pass, which is what lets :meth:`TransformersEngine.paused` change them between two steps.
+the running one with left padding (continuous batching at step granularity, without paged attention). A prompt
+is prefilled once for all the sequences that send it, in one batch or a little later
+(:mod:`agentlightning_engine.prompt_cache`). The weights are read under a lock taken for each forward pass, which
+is what lets :meth:`TransformersEngine.paused` change them between two steps.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 
+from agentlightning_engine.prompt_cache import PrefilledPrompt, PromptCache, PromptKey
 from agentlightning_engine.protocol import FinishReason, TokenLogprob, TopLogprob
 from agentlightning_engine.sampling import SamplingParams, sample_next_tokens
 from agentlightning_engine.text import ChoiceText
@@ -149,7 +152,15 @@ def _merge(running: _Rows, newcomers: _Rows) -> _Rows:
 class BatchGenerator:
     """Runs batches of sequences through a causal LM with a KV cache."""
 
-    def __init__(self, model: Any, tokenizer: Any, eos_token_ids: set[int], pad_token_id: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        eos_token_ids: set[int],
+        pad_token_id: int,
+        *,
+        prompt_cache_bytes: int = 256 << 20,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.eos_token_ids = frozenset(eos_token_ids)
@@ -165,6 +176,11 @@ class BatchGenerator:
         decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
         self._byte_level = "ByteLevel" in repr(decoder)
         self.token_info = lru_cache(maxsize=65536)(self._token_info)
+        #: Prompts prefilled lately; empty it (under :attr:`lock`) whenever the weights change.
+        self.prompts = PromptCache(prompt_cache_bytes)
+        # Whether this model's cache is made of plain key/value layers that can be cut per row and stacked again;
+        # None until the first prefill tells.
+        self._reusable_cache: bool | None = None
 
     def _token_info(self, token_id: int) -> tuple[str, list[int]]:
         """A token's text and bytes, as OpenAI's logprobs show them."""
@@ -208,11 +224,39 @@ class BatchGenerator:
             rows = self._step(rows)
 
     def _prefill(self, sequences: list[Sequence]) -> _Rows | None:
+        """The rows of ``sequences`` ready to decode: each distinct prompt not in :attr:`prompts` is run through the
+        model once (together, left-padded), and every sequence starts from its prompt's cache and logits."""
+        if not sequences:
+            return None
+        if self.prompts.max_bytes == 0 or self._reusable_cache is False:
+            return self._run_prompts(sequences)
+        keys: list[PromptKey] = [(tuple(s.prompt_token_ids), s.adapter) for s in sequences]
+        found: dict[PromptKey, PrefilledPrompt] = {}
+        missing: dict[PromptKey, Sequence] = {}
+        for key, sequence in zip(keys, sequences, strict=True):
+            if key in found or key in missing:
+                continue
+            entry = self.prompts.get(key)
+            if entry is None:
+                missing[key] = sequence
+            else:
+                found[key] = entry
+        if missing:
+            rows = self._run_prompts(list(missing.values()))
+            if self._reusable_cache is None:
+                self._reusable_cache = _can_merge(rows.cache)
+            if not self._reusable_cache:  # e.g. sliding-window layers: every sequence runs its own prompt
+                return rows if len(missing) == len(sequences) else self._run_prompts(sequences)
+            for key, entry in zip(missing, _split_prompts(rows), strict=True):
+                found[key] = entry
+                self.prompts.put(key, entry)
+        self.prompts.reused += len(sequences) - len(missing)
+        return _stack_prompts(sequences, keys, found)
+
+    def _run_prompts(self, sequences: list[Sequence]) -> _Rows:
         """Run the prompts of ``sequences`` (left-padded to the longest) through the model."""
         from transformers import DynamicCache
 
-        if not sequences:
-            return None
         device = next(self.model.parameters()).device
         width = max(len(s.prompt_token_ids) for s in sequences)
         input_ids = torch.tensor(
@@ -278,6 +322,43 @@ class BatchGenerator:
                 top_text, top_data = self.token_info(top_id)
                 top.append(TopLogprob(token=top_text, logprob=value, bytes=top_data))
         return TokenLogprob(token=text, logprob=float(row_logprobs[token]), bytes=data, top_logprobs=top)
+
+
+def _split_prompts(rows: _Rows) -> list[PrefilledPrompt]:
+    """Each row of freshly prefilled ``rows`` as a prompt of its own: its cache without the left padding (copied,
+    so the batch's tensors are not kept alive by it) and its logits."""
+    width = rows.attention_mask.shape[1]
+    prompts = []
+    for row, sequence in enumerate(rows.sequences):
+        start = width - len(sequence.prompt_token_ids)
+        layers = rows.cache.layers
+        prompts.append(
+            PrefilledPrompt(
+                keys=tuple(layer.keys[row : row + 1, :, start:].clone() for layer in layers),
+                values=tuple(layer.values[row : row + 1, :, start:].clone() for layer in layers),
+                logits=rows.logits[row].clone(),
+            )
+        )
+    return prompts
+
+
+def _stack_prompts(sequences: list[Sequence], keys: list[PromptKey], found: dict[PromptKey, PrefilledPrompt]) -> _Rows:
+    """One batch of ``sequences``, each starting from its prompt in ``found`` (left-padded to the longest)."""
+    from transformers import DynamicCache
+
+    order = {key: i for i, key in enumerate(found)}
+    prompts = list(found.values())
+    logits = torch.stack([p.logits for p in prompts])
+    index = torch.tensor([order[key] for key in keys], device=logits.device)
+    width = max(p.length for p in prompts)
+    cache = DynamicCache()
+    for layer in range(len(prompts[0].keys)):
+        layer_keys = torch.cat([_left_pad(p.keys[layer], width, -2) for p in prompts])
+        layer_values = torch.cat([_left_pad(p.values[layer], width, -2) for p in prompts])
+        cache.update(layer_keys[index], layer_values[index], layer)
+    lengths = torch.tensor([p.length for p in prompts], device=logits.device)[index]
+    attention_mask = (torch.arange(width, device=logits.device) >= (width - lengths)[:, None]).long()
+    return _Rows(sequences, cache, attention_mask, (lengths - 1)[:, None], logits[index])
 
 
 @lru_cache(maxsize=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import secrets
@@ -73,6 +74,10 @@ class TransformersEngine:
     the logits). It is faster only where the device computes bfloat16 natively (a GPU, a CPU with AVX-512 BF16
     or AMX); a trainer training in bf16 sets it (:attr:`autocast_dtype`) so both sides use the same arithmetic.
 
+    A prompt is prefilled once for every sequence that sends it (a group of RL samples, a request with ``n > 1``),
+    also when they come a little apart: up to ``prompt_cache_mb`` of prefilled prompts are kept until the weights
+    change (:mod:`agentlightning_engine.prompt_cache`; 0 turns this off).
+
     Use :meth:`chat_completion` / :meth:`stream_chat_completion` in-process, or :meth:`serve` for HTTP.
     """
 
@@ -89,6 +94,7 @@ class TransformersEngine:
         max_batch_wait_ms: float = 100.0,
         max_model_len: int | None = None,
         autocast_dtype: torch.dtype | None = None,
+        prompt_cache_mb: float = 256,
     ) -> None:
         self.device = torch.device(device)
         if isinstance(model, str | os.PathLike):
@@ -114,7 +120,11 @@ class TransformersEngine:
         generation_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         eos |= set(generation_eos if isinstance(generation_eos, list) else [generation_eos]) - {None}
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(eos, default=0)
-        self._generator = BatchGenerator(self.model, self.tokenizer, eos, pad)
+        if prompt_cache_mb < 0:
+            raise EngineError(f"prompt_cache_mb cannot be negative (got {prompt_cache_mb}); 0 turns the cache off.")
+        self._generator = BatchGenerator(
+            self.model, self.tokenizer, eos, pad, prompt_cache_bytes=int(prompt_cache_mb * (1 << 20))
+        )
         self._autocast_dtype = autocast_dtype
         self._batcher = DynamicBatcher(
             self._run_batch,
@@ -127,17 +137,22 @@ class TransformersEngine:
 
     @property
     def statistics(self) -> BatchStatistics:
-        """How many batches and sequences were generated, how many joined a running batch, the most rows at once."""
-        return self._batcher.statistics
+        """How many batches and sequences were generated, how many joined a running batch, the most rows at once,
+        how many sequences started from a prompt prefilled for another (a snapshot)."""
+        return dataclasses.replace(self._batcher.statistics, prompts_reused=self._generator.prompts.reused)
 
     # --- weights ---------------------------------------------------------------------------------------
 
     @contextmanager
     def paused(self) -> Iterator[None]:
         """Hold generation between two decoding steps while the block runs (e.g. an optimizer step on
-        :attr:`model`). Requests in flight continue afterwards with the new weights."""
+        :attr:`model`). Requests in flight continue afterwards with the new weights, and prompts prefilled
+        before are run again."""
         with self._generator.lock:
-            yield
+            try:
+                yield
+            finally:
+                self._generator.prompts.clear()
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -149,6 +164,7 @@ class TransformersEngine:
     def autocast_dtype(self, dtype: torch.dtype | None) -> None:
         with self._generator.lock:
             self._autocast_dtype = dtype
+            self._generator.prompts.clear()
 
     def _run_batch(self, sequences: list[Sequence], take: Callable[[int], list[Sequence]]) -> None:
         dtype = self._autocast_dtype
@@ -197,6 +213,7 @@ class TransformersEngine:
         with self._generator.lock:
             self._adapters = dict(adapters)
             self._generator.serve_adapters(peft_model if adapters else None)
+            self._generator.prompts.clear()
 
     def _served_name(self, request: ChatCompletionRequest) -> str:
         return request.model if request.model is not None and request.model in self._adapters else self.model_name
