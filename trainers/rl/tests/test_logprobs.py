@@ -15,6 +15,7 @@ from agentlightning_rl import (
     make_micro_batches,
     naive_completion_logprobs,
 )
+from agentlightning_rl import logprobs as logprobs_module
 from conftest import VOCAB
 from factories import call
 
@@ -91,7 +92,16 @@ def group_samples(*groups: tuple[int, list[int]]) -> list[Sample]:
     return samples
 
 
-def test_shared_prompt_logprobs_and_gradients_equal_separate_passes(tiny_model: Any) -> None:
+@pytest.mark.parametrize("layout", ["packed sdpa", "packed eager", "cache"])
+def test_shared_prompt_logprobs_and_gradients_equal_separate_passes(
+    tiny_model: Any, layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if layout == "packed eager":
+        tiny_model.set_attn_implementation("eager")
+        assert tiny_model.config._attn_implementation == "eager"
+    if layout == "cache":  # what a model whose attention takes no block mask (flash attention) gets
+        monkeypatch.setattr(logprobs_module, "_takes_block_masks", lambda causal_lm: False)
+    assert logprobs_module._takes_block_masks(tiny_model) == (layout != "cache")
     samples = group_samples((7, [3, 1, 4]), (2, [2, 5]))
     (separate,) = make_micro_batches(samples, "token", micro_batch_size=8, micro_batch_tokens=None)
     (shared,) = make_micro_batches(samples, "token", micro_batch_size=8, micro_batch_tokens=None, share_prompts=True)

@@ -16,16 +16,25 @@ so the ``N × V`` logits scale with the completion tokens only. The result equal
 
 **Shared prompts.** The rollouts of a group often send the very same prompt (the task's first call): its
 ``group_size`` samples differ only in their completions. :func:`shared_prompt_logprobs` runs each distinct prompt
-through the decoder once, keeps its key/value cache, repeats the cache for every completion of that prompt and
-runs only the completions on top of it. Gradients flow back through the repeated cache into the one prompt pass,
-so the result and its gradient equal the separate passes' (a test checks it), at the cost of ``P·L_prompt +
-B·L_completion`` tokens instead of ``B·(L_prompt + L_completion)``.
+through the decoder once, at the cost of ``P·L_prompt + B·L_completion`` tokens instead of
+``B·(L_prompt + L_completion)``. It packs each prompt and its completions into one row, one after another,
+with a block attention mask and position ids that give every token exactly the context it had::
+
+    row p:   [ prompt p | completion b₁ | completion b₂ | … ]      (the completions b with row_prompt[b] = p)
+    token t of completion b attends to: all of prompt p, and completion b's tokens up to t
+    position of token t of completion b: len(prompt p) + t
+
+so each weight sees one pass (one gradient, no sum over passes) and no cache is copied per completion. Where the
+model's attention cannot take such a mask (only ``sdpa`` and ``eager`` can), the prompts run first with a key/value
+cache, repeated for every completion that the completions then run on top of. Either way gradients flow back
+into the one prompt pass, so the result and its gradient equal the separate passes' (a test checks both layouts).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -83,6 +92,15 @@ def shared_prompt_logprobs(
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     _check_plain_logits(causal_lm)
     decoder = causal_lm.get_decoder()
+    targets = completion_ids[completion_mask]
+    if _takes_block_masks(causal_lm):
+        packed = _pack_prompt_groups(prompt_ids, prompt_mask, row_prompt, completion_ids, completion_mask)
+        mask = torch.zeros(packed.allowed.shape, dtype=causal_lm.dtype, device=prompt_ids.device)
+        mask.masked_fill_(~packed.allowed, torch.finfo(causal_lm.dtype).min)
+        hidden = decoder(
+            input_ids=packed.input_ids, attention_mask=mask[:, None], position_ids=packed.positions, use_cache=False
+        ).last_hidden_state
+        return _token_logprobs(causal_lm, hidden.flatten(0, 1)[packed.predictors], targets)
     prompt_positions = (prompt_mask.cumsum(dim=-1) - 1).clamp(min=0)
     prompt_pass = decoder(
         input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_positions, use_cache=True
@@ -104,7 +122,68 @@ def shared_prompt_logprobs(
     # The prompt's last state predicts the first completion token; completion state j-1 predicts token j.
     last_prompt_state = prompt_pass.last_hidden_state[:, -1][row_prompt]
     predictors = torch.cat([last_prompt_state[:, None], hidden[:, :-1]], dim=1)
-    return _token_logprobs(causal_lm, predictors[completion_mask], completion_ids[completion_mask])
+    return _token_logprobs(causal_lm, predictors[completion_mask], targets)
+
+
+def _takes_block_masks(causal_lm: Any) -> bool:
+    """Whether the model's attention takes a ready 4D mask as it is (flash-attention kernels take padding only)."""
+    return getattr(causal_lm.config, "_attn_implementation", None) in ("sdpa", "eager")
+
+
+@dataclass(frozen=True)
+class _PackedGroups:
+    #: ``[P, T]`` each prompt, then its completions, right-padded.
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    #: ``[P, T, T]`` True where a query token may attend to a key token.
+    allowed: torch.Tensor
+    #: ``[N]`` for each completion token (row-major order of ``completion_mask``), the flat index into ``P × T``
+    #: of the state that predicts it.
+    predictors: torch.Tensor
+
+
+def _pack_prompt_groups(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    row_prompt: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+) -> _PackedGroups:
+    """The one-row-per-prompt layout of :func:`shared_prompt_logprobs` (module docstring)."""
+    device = prompt_ids.device
+    prompt_lengths = prompt_mask.sum(dim=-1).tolist()
+    completion_lengths = completion_mask.sum(dim=-1).tolist()
+    owners = row_prompt.tolist()
+    # Where each completion starts in its prompt's row.
+    ends = list(prompt_lengths)
+    starts = []
+    for b, p in enumerate(owners):
+        starts.append(ends[p])
+        ends[p] += completion_lengths[b]
+    count, width = len(prompt_lengths), max(ends)
+    input_ids = torch.zeros((count, width), dtype=prompt_ids.dtype, device=device)
+    positions = torch.zeros((count, width), dtype=torch.long, device=device)
+    allowed = torch.zeros((count, width, width), dtype=torch.bool, device=device)
+    causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
+    for p, length in enumerate(prompt_lengths):
+        input_ids[p, :length] = prompt_ids[p, prompt_ids.shape[1] - length :]
+        positions[p, :length] = torch.arange(length, device=device)
+        allowed[p, :length, :length] = causal[:length, :length]
+        padding = torch.arange(ends[p], width, device=device)
+        allowed[p, padding, padding] = True  # padding attends to itself: no empty softmax row (it predicts nothing)
+    predictors: list[int] = []
+    for b, (p, start, length) in enumerate(zip(owners, starts, completion_lengths, strict=True)):
+        if length == 0:
+            continue
+        end = start + length
+        input_ids[p, start:end] = completion_ids[b, :length]
+        positions[p, start:end] = torch.arange(prompt_lengths[p], prompt_lengths[p] + length, device=device)
+        allowed[p, start:end, : prompt_lengths[p]] = True
+        allowed[p, start:end, start:end] = causal[:length, :length]
+        # The prompt's last state predicts the first token; the completion's own states the rest.
+        row = p * width
+        predictors += [row + prompt_lengths[p] - 1, *range(row + start, row + end - 1)]
+    return _PackedGroups(input_ids, positions, allowed, torch.tensor(predictors, dtype=torch.long, device=device))
 
 
 @functools.cache
