@@ -32,8 +32,10 @@ into the one prompt pass, so the result and its gradient equal the separate pass
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +70,10 @@ def completion_logprobs(
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     _check_plain_logits(causal_lm)
     predictors = _predictor_mask(completion_mask)
-    hidden = causal_lm.get_decoder()(
-        input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-    ).last_hidden_state
+    with _sparse_embedding_gradient(causal_lm):
+        hidden = causal_lm.get_decoder()(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
     # The hidden state at j-1 predicts the token at j: gather only those, then apply the output layer.
     return _token_logprobs(causal_lm, hidden[predictors], input_ids[:, 1:][completion_mask[:, 1:]])
 
@@ -97,9 +100,10 @@ def shared_prompt_logprobs(
         packed = _pack_prompt_groups(prompt_ids, prompt_mask, row_prompt, completion_ids, completion_mask)
         mask = torch.zeros(packed.allowed.shape, dtype=causal_lm.dtype, device=prompt_ids.device)
         mask.masked_fill_(~packed.allowed, torch.finfo(causal_lm.dtype).min)
-        hidden = decoder(
-            input_ids=packed.input_ids, attention_mask=mask[:, None], position_ids=packed.positions, use_cache=False
-        ).last_hidden_state
+        with _sparse_embedding_gradient(causal_lm):
+            hidden = decoder(
+                input_ids=packed.input_ids, attention_mask=mask[:, None], position_ids=packed.positions, use_cache=False
+            ).last_hidden_state
         return _token_logprobs(causal_lm, hidden.flatten(0, 1)[packed.predictors], targets)
     prompt_positions = (prompt_mask.cumsum(dim=-1) - 1).clamp(min=0)
     prompt_pass = decoder(
@@ -123,6 +127,30 @@ def shared_prompt_logprobs(
     last_prompt_state = prompt_pass.last_hidden_state[:, -1][row_prompt]
     predictors = torch.cat([last_prompt_state[:, None], hidden[:, :-1]], dim=1)
     return _token_logprobs(causal_lm, predictors[completion_mask], targets)
+
+
+@contextlib.contextmanager
+def _sparse_embedding_gradient(causal_lm: Any) -> Iterator[None]:
+    """The input embedding's gradient as a sparse tensor (rows of this pass's tokens only) during the block, where the
+    embedding is tied to the output layer: that layer's dense gradient then takes the rows in place, instead of a
+    zero-filled ``V × H`` tensor being made for a few hundred rows and added to it (SmolLM2-135M: about 0.1 s of
+    0.6 s of backward per micro-batch). The sum, and so the gradient, are the same. Untied embeddings keep their
+    dense gradient (the optimizer takes no sparse one)."""
+    embedding = causal_lm.get_input_embeddings()
+    tied = (
+        type(embedding) is torch.nn.Embedding
+        and not embedding.sparse
+        and embedding.weight.requires_grad
+        and embedding.weight is getattr(causal_lm.get_output_embeddings(), "weight", None)
+    )
+    if not tied:
+        yield
+        return
+    embedding.sparse = True  # read by forward(): the backward of this pass's lookups is sparse
+    try:
+        yield
+    finally:
+        embedding.sparse = False
 
 
 def _takes_block_masks(causal_lm: Any) -> bool:
