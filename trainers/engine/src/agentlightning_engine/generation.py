@@ -113,12 +113,73 @@ class _Rows:
 
 def _can_merge(cache: Any) -> bool:
     """Whether rows can be added to ``cache``: only plain growing key/value layers (``DynamicLayer``, in
-    transformers 4.56 and later) are merged; sliding-window, quantized or older caches are left alone."""
+    transformers 4.56 and later, or ours) are merged; sliding-window, quantized or older caches are left alone."""
     layers = getattr(cache, "layers", None) or []
     return bool(layers) and all(
-        type(layer).__name__ == "DynamicLayer" and isinstance(getattr(layer, "keys", None), torch.Tensor)
+        type(layer).__name__ in ("DynamicLayer", "RoomyLayer")
+        and isinstance(getattr(layer, "keys", None), torch.Tensor)
         for layer in layers
     )
+
+
+#: Tokens of room a cache layer keeps past its length: a decoding step writes its token into that room.
+CACHE_ROOM = 64
+
+
+def _new_cache() -> Any:
+    """An empty ``DynamicCache`` whose plain layers, made as the model's forward pass fills them, are
+    :func:`_roomy_layer_class` layers (a model whose config asks for other layers, e.g. sliding windows, still
+    gets those)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    if getattr(cache, "layer_class_to_replicate", None) is not None:
+        cache.layer_class_to_replicate = _roomy_layer_class()
+    return cache
+
+
+@lru_cache(maxsize=1)
+def _roomy_layer_class() -> type:
+    """``DynamicLayer`` with room to grow: its keys and values are views of buffers ``CACHE_ROOM`` tokens longer,
+    so appending a token writes it in place instead of copying the whole layer (``torch.cat``) as
+    ``DynamicLayer`` does at every step (SmolLM2-135M, 32 rows: 27 ms of a 145 ms step). When the keys were
+    replaced from outside (rows dropped or merged), the next append copies them into a new buffer once."""
+    from transformers.cache_utils import DynamicLayer
+
+    class RoomyLayer(DynamicLayer):  # type: ignore[no-untyped-call]
+        _keys: torch.Tensor | None = None  # the views handed out last; anything else was set from outside
+        _values: torch.Tensor | None = None
+        _capacity = 0
+
+        def update(
+            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            keys, values = self.keys, self.values
+            assert keys is not None and values is not None
+            length = keys.shape[-2] if keys.numel() else 0
+            end = length + key_states.shape[-2]
+            if keys is not self._keys or values is not self._values or end > self._capacity:
+                self._key_buffer = self._grown(keys, key_states, length, end)
+                self._value_buffer = self._grown(values, value_states, length, end)
+                self._capacity = end + CACHE_ROOM
+            self._key_buffer[:, :, length:end] = key_states
+            self._value_buffer[:, :, length:end] = value_states
+            self.keys = self._keys = self._key_buffer[:, :, :end]
+            self.values = self._values = self._value_buffer[:, :, :end]
+            return self.keys, self.values
+
+        @staticmethod
+        def _grown(current: torch.Tensor, new: torch.Tensor, length: int, end: int) -> torch.Tensor:
+            shape = list(new.shape)
+            shape[-2] = end + CACHE_ROOM
+            buffer = new.new_empty(shape)
+            if length:
+                buffer[:, :, :length] = current
+            return buffer
+
+    return RoomyLayer
 
 
 def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
@@ -255,8 +316,6 @@ class BatchGenerator:
 
     def _run_prompts(self, sequences: list[Sequence]) -> _Rows:
         """Run the prompts of ``sequences`` (left-padded to the longest) through the model."""
-        from transformers import DynamicCache
-
         device = next(self.model.parameters()).device
         width = max(len(s.prompt_token_ids) for s in sequences)
         input_ids = torch.tensor(
@@ -267,7 +326,7 @@ class BatchGenerator:
             [[0] * (width - len(s.prompt_token_ids)) + [1] * len(s.prompt_token_ids) for s in sequences], device=device
         )
         positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        cache = _new_cache()
         logits = self._forward(
             cache, sequences, input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
         )
@@ -344,14 +403,12 @@ def _split_prompts(rows: _Rows) -> list[PrefilledPrompt]:
 
 def _stack_prompts(sequences: list[Sequence], keys: list[PromptKey], found: dict[PromptKey, PrefilledPrompt]) -> _Rows:
     """One batch of ``sequences``, each starting from its prompt in ``found`` (left-padded to the longest)."""
-    from transformers import DynamicCache
-
     order = {key: i for i, key in enumerate(found)}
     prompts = list(found.values())
     logits = torch.stack([p.logits for p in prompts])
     index = torch.tensor([order[key] for key in keys], device=logits.device)
     width = max(p.length for p in prompts)
-    cache = DynamicCache()
+    cache = _new_cache()
     for layer in range(len(prompts[0].keys)):
         layer_keys = torch.cat([_left_pad(p.keys[layer], width, -2) for p in prompts])
         layer_values = torch.cat([_left_pad(p.values[layer], width, -2) for p in prompts])
