@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,34 @@ def test_the_cache_keeps_the_most_recently_used_prompts_within_its_size() -> Non
     assert len(cache) == 2
     cache.clear()
     assert len(cache) == 0 and cache.nbytes == 0
+
+
+async def test_a_weight_change_during_a_prefill_does_not_leave_that_prefill_in_the_cache(
+    own_engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = chat(PROMPT, max_tokens=2, temperature=0, logprobs=True)
+    generator = own_engine._generator
+    run_prompts = generator._run_prompts
+    trainer: list[threading.Thread] = []
+
+    def change_weights() -> None:
+        with own_engine.paused(), torch.no_grad():
+            own_engine.model.get_output_embeddings().weight.mul_(1.5)
+
+    def prefill_then_a_trainer_steps(sequences: Any) -> Any:
+        rows = run_prompts(sequences)
+        # A trainer wants to change the weights right after this forward pass, before the prompt is kept.
+        thread = threading.Thread(target=change_weights)
+        thread.start()
+        thread.join(timeout=0.5)  # without the prefill holding the lock, the change happens here
+        trainer.append(thread)
+        return rows
+
+    monkeypatch.setattr(generator, "_run_prompts", prefill_then_a_trainer_steps)
+    await own_engine.chat_completion(body)
+    monkeypatch.setattr(generator, "_run_prompts", run_prompts)
+    trainer[0].join()
+    after = await own_engine.chat_completion(body)
+    with TransformersEngine(own_engine.model, tokenizer=own_engine.tokenizer, prompt_cache_mb=0) as plain:
+        fresh = await plain.chat_completion(body)
+    assert close(logprobs(after.choices[0]), logprobs(fresh.choices[0]))
