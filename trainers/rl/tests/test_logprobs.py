@@ -14,8 +14,10 @@ from agentlightning_rl import (
     completion_logprobs,
     make_micro_batches,
     naive_completion_logprobs,
+    tree_logprobs,
 )
 from agentlightning_rl import logprobs as logprobs_module
+from agentlightning_rl.prefix_tree import pack_prefix_trees
 from conftest import VOCAB
 from factories import call
 
@@ -95,14 +97,30 @@ def group_samples(*groups: tuple[int, list[int]]) -> list[Sample]:
     return samples
 
 
-@pytest.mark.parametrize("layout", ["packed sdpa", "packed eager", "cache"])
+def values_and_gradients(model: Any, compute: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    values = compute()
+    values.sum().backward()
+    return values.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def assert_same(
+    got: tuple[torch.Tensor, dict[str, torch.Tensor]], want: tuple[torch.Tensor, dict[str, torch.Tensor]]
+) -> None:
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=1e-5)
+    for name, grad in want[1].items():
+        # Summation order differs between layouts: float32 noise grows with the gradient (up to ~20 here).
+        torch.testing.assert_close(got[1][name], grad, rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("layout", ["trees sdpa", "trees eager", "cache"])
 def test_shared_prompt_logprobs_and_gradients_equal_separate_passes(
     tiny_model: Any, layout: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if layout == "packed eager":
+    if layout == "trees eager":
         tiny_model.set_attn_implementation("eager")
         assert tiny_model.config._attn_implementation == "eager"
-    if layout == "cache":  # what a model whose attention takes no block mask (flash attention) gets
+    if layout == "cache":  # what a model whose attention takes no 4D mask (flash attention) gets
         monkeypatch.setattr(logprobs_module, "_takes_block_masks", lambda causal_lm: False)
     assert logprobs_module._takes_block_masks(tiny_model) == (layout != "cache")
     samples = group_samples((7, [3, 1, 4]), (2, [2, 5]))
@@ -117,16 +135,49 @@ def test_shared_prompt_logprobs_and_gradients_equal_separate_passes(
         return values.sort().values
 
     torch.testing.assert_close(ordered(shared.behaviour_logprobs), ordered(separate.behaviour_logprobs))
+    # The reference: every sequence its own padded row, transformers' own causal mask.
+    plain = (separate.input_ids, separate.attention_mask, separate.completion_mask)
+    want_values, want_grads = values_and_gradients(tiny_model, lambda: completion_logprobs(tiny_model, *plain))
+    for batch in (shared, separate):
+        values, grads = values_and_gradients(tiny_model, lambda batch=batch: batch_logprobs(tiny_model, batch))
+        torch.testing.assert_close(ordered(values), ordered(want_values), rtol=0, atol=1e-5)
+        assert_same((want_values, grads), (want_values, want_grads))
 
-    batch_logprobs(tiny_model, shared).sum().backward()
-    grads = {name: p.grad.clone() for name, p in tiny_model.named_parameters()}
-    tiny_model.zero_grad()
-    reference = batch_logprobs(tiny_model, separate)
-    reference.sum().backward()
-    with torch.no_grad():
-        torch.testing.assert_close(ordered(batch_logprobs(tiny_model, shared)), ordered(reference), rtol=0, atol=1e-5)
-    for name, p in tiny_model.named_parameters():
-        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+@pytest.mark.parametrize("max_row_tokens", [4096, 12])
+def test_prefix_trees_give_each_call_its_own_context_and_gradient(tiny_model: Any, max_row_tokens: int) -> None:
+    system = [5, 6, 7, 8]
+    first = [*system, 20, 21, 22, 30, 31]  # prompt, then the first call's completion (30, 31)
+    sequences = [
+        first,
+        [*first, 40, 41, 50, 51, 52],  # the agent's next call: the first call, a tool's answer (40, 41), a completion
+        [*system, 23, 24, 32],  # another task with the same system message
+        [*system, 23, 24, 32],  # a sample that came out the same
+        [*system, 23, 24, 33, 34],
+    ]
+    starts = [7, 11, 6, 6, 6]
+    trees = pack_prefix_trees(sequences, starts, max_row_tokens=max_row_tokens)
+    distinct = {tuple(s[: j + 1]) for s in sequences for j in range(len(s))}
+    assert trees.nodes == len(distinct) if max_row_tokens == 4096 else trees.nodes > len(distinct)
+    assert trees.input_ids.shape[1] <= max(max_row_tokens, max(map(len, sequences)))
+    width = max(map(len, sequences))
+    ids = torch.zeros((len(sequences), width), dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    completion = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for i, (tokens, start) in enumerate(zip(sequences, starts, strict=True)):
+        ids[i, : len(tokens)] = torch.tensor(tokens)
+        attention[i, : len(tokens)] = 1
+        completion[i, start : len(tokens)] = True
+    want = values_and_gradients(tiny_model, lambda: completion_logprobs(tiny_model, ids, attention, completion))
+    got = values_and_gradients(
+        tiny_model, lambda: tree_logprobs(tiny_model, sequences, starts, max_row_tokens=max_row_tokens)
+    )
+    assert_same(got, want)
+
+
+def test_prefix_trees_refuse_a_completion_at_position_zero() -> None:
+    with pytest.raises(ValueError, match="nothing predicts it"):
+        pack_prefix_trees([[5, 6]], [0])
 
 
 def test_prompts_are_shared_only_where_they_repeat_and_the_bounds_hold() -> None:

@@ -36,6 +36,7 @@ from agentlightning_rl.logprobs import (
     completion_logprobs,
     naive_completion_logprobs,
     shared_prompt_logprobs,
+    tree_logprobs,
 )
 from agentlightning_rl.loss import LossMetrics, policy_loss
 from agentlightning_rl.metrics import IterationRecord, MetricsLog, ValidationRecord
@@ -90,6 +91,7 @@ __all__ = [
     "batch_logprobs",
     "completion_logprobs",
     "shared_prompt_logprobs",
+    "tree_logprobs",
     "naive_completion_logprobs",
     "LossMetrics",
     "policy_loss",

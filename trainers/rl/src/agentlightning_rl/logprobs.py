@@ -14,20 +14,15 @@ so the ``N × V`` logits scale with the completion tokens only. The result equal
 (a test checks it). Logits are taken at temperature 1, like the logprobs the engine reports, and the
 ``logsumexp`` is float32 even when the passes run under bfloat16 autocast (``LightningRLConfig.precision``).
 
-**Shared prompts.** The rollouts of a group often send the very same prompt (the task's first call): its
-``group_size`` samples differ only in their completions. :func:`shared_prompt_logprobs` runs each distinct prompt
-through the decoder once, at the cost of ``P·L_prompt + B·L_completion`` tokens instead of
-``B·(L_prompt + L_completion)``. It packs each prompt and its completions into one row, one after another,
-with a block attention mask and position ids that give every token exactly the context it had::
-
-    row p:   [ prompt p | completion b₁ | completion b₂ | … ]      (the completions b with row_prompt[b] = p)
-    token t of completion b attends to: all of prompt p, and completion b's tokens up to t
-    position of token t of completion b: len(prompt p) + t
-
-so each weight sees one pass (one gradient, no sum over passes) and no cache is copied per completion. Where the
-model's attention cannot take such a mask (only ``sdpa`` and ``eager`` can), the prompts run first with a key/value
-cache, repeated for every completion that the completions then run on top of. Either way gradients flow back
-into the one prompt pass, so the result and its gradient equal the separate passes' (a test checks both layouts).
+**Shared prefixes.** The sequences of a micro-batch share a lot: a group's samples send the same prompt, every
+prompt starts with the same system message, an agent's next call repeats its last call. Where the model's
+attention takes a ready 4D mask (``sdpa``, ``eager``), :func:`batch_logprobs` runs the micro-batch as prefix trees
+(:mod:`agentlightning_rl.prefix_tree`, :func:`tree_logprobs`): every distinct prefix token once, under a mask that
+gives it exactly its own context, so values and gradients equal separate passes' (tests check both) at the cost
+of the distinct tokens only. Otherwise a micro-batch whose calls share a prompt (``share_prompts``) runs each
+distinct prompt once with a key/value cache, repeated for every completion that then runs on top of it
+(:func:`shared_prompt_logprobs`; the same result, ``P·L_prompt + B·L_completion`` tokens), and the others run as
+padded rows (:func:`completion_logprobs`).
 """
 
 from __future__ import annotations
@@ -35,19 +30,29 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
 from agentlightning_rl.batch import MicroBatch
+from agentlightning_rl.prefix_tree import pack_prefix_trees
 
-__all__ = ["batch_logprobs", "completion_logprobs", "naive_completion_logprobs", "shared_prompt_logprobs"]
+__all__ = [
+    "batch_logprobs",
+    "completion_logprobs",
+    "naive_completion_logprobs",
+    "shared_prompt_logprobs",
+    "tree_logprobs",
+]
 
 
 def batch_logprobs(model: Any, batch: MicroBatch) -> torch.Tensor:
-    """``[N]``: the logprob of each completion token of ``batch`` under ``model``, its prompts shared or not."""
+    """``[N]``: the logprob of each completion token of ``batch`` under ``model``: as prefix trees where the
+    model's attention allows, else in the batch's own layout (module docstring)."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if _takes_block_masks(causal_lm):
+        return tree_logprobs(model, *_sequences(batch))
     shared = batch.shared_prompts
     if shared is None:
         return completion_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
@@ -86,7 +91,8 @@ def shared_prompt_logprobs(
     completion_ids: torch.Tensor,
     completion_mask: torch.Tensor,
 ) -> torch.Tensor:
-    """``[N]``: the logprob of each completion token, each distinct prompt run once (module docstring).
+    """``[N]``: the logprob of each completion token, each distinct prompt run once, with a key/value cache
+    (module docstring).
 
     ``prompt_ids`` / ``prompt_mask`` are ``[P, Lp]``, left-padded; ``row_prompt[b]`` is the prompt of completion row
     ``b``; ``completion_ids`` / ``completion_mask`` are ``[B, Lc]``, right-padded, True on real tokens. The result
@@ -96,15 +102,6 @@ def shared_prompt_logprobs(
     _check_plain_logits(causal_lm)
     decoder = causal_lm.get_decoder()
     targets = completion_ids[completion_mask]
-    if _takes_block_masks(causal_lm):
-        packed = _pack_prompt_groups(prompt_ids, prompt_mask, row_prompt, completion_ids, completion_mask)
-        mask = torch.zeros(packed.allowed.shape, dtype=causal_lm.dtype, device=prompt_ids.device)
-        mask.masked_fill_(~packed.allowed, torch.finfo(causal_lm.dtype).min)
-        with _sparse_embedding_gradient(causal_lm):
-            hidden = decoder(
-                input_ids=packed.input_ids, attention_mask=mask[:, None], position_ids=packed.positions, use_cache=False
-            ).last_hidden_state
-        return _token_logprobs(causal_lm, hidden.flatten(0, 1)[packed.predictors], targets)
     prompt_positions = (prompt_mask.cumsum(dim=-1) - 1).clamp(min=0)
     prompt_pass = decoder(
         input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_positions, use_cache=True
@@ -158,60 +155,51 @@ def _takes_block_masks(causal_lm: Any) -> bool:
     return getattr(causal_lm.config, "_attn_implementation", None) in ("sdpa", "eager")
 
 
-@dataclass(frozen=True)
-class _PackedGroups:
-    #: ``[P, T]`` each prompt, then its completions, right-padded.
-    input_ids: torch.Tensor
-    positions: torch.Tensor
-    #: ``[P, T, T]`` True where a query token may attend to a key token.
-    allowed: torch.Tensor
-    #: ``[N]`` for each completion token (row-major order of ``completion_mask``), the flat index into ``P × T``
-    #: of the state that predicts it.
-    predictors: torch.Tensor
+def tree_logprobs(
+    model: Any, sequences: Sequence[Sequence[int]], completion_starts: Sequence[int], *, max_row_tokens: int = 4096
+) -> torch.Tensor:
+    """``[N]``: the logprob of each completion token of ``sequences`` (prompt + completion token ids, the
+    completion of sequence ``i`` from ``completion_starts[i]``), in sequence order then token order, every distinct
+    prefix token run once (:mod:`agentlightning_rl.prefix_tree`; rows of at most ``max_row_tokens``).
+
+    Raises:
+        ValueError: the model's attention takes no 4D mask (only ``sdpa`` and ``eager`` do), or a completion starts
+            at position 0.
+    """
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    _check_plain_logits(causal_lm)
+    if not _takes_block_masks(causal_lm):
+        raise ValueError(
+            f"Prefix trees need an attention that takes a 4D mask (sdpa or eager); this model uses "
+            f"{getattr(causal_lm.config, '_attn_implementation', None)!r}."
+        )
+    device = next(causal_lm.parameters()).device
+    trees = pack_prefix_trees(sequences, completion_starts, max_row_tokens=max_row_tokens, device=device)
+    mask = torch.zeros(trees.allowed.shape, dtype=causal_lm.dtype, device=device)
+    mask.masked_fill_(~trees.allowed, torch.finfo(causal_lm.dtype).min)
+    with _sparse_embedding_gradient(causal_lm):
+        hidden = causal_lm.get_decoder()(
+            input_ids=trees.input_ids, attention_mask=mask[:, None], position_ids=trees.positions, use_cache=False
+        ).last_hidden_state
+    return _token_logprobs(causal_lm, hidden.flatten(0, 1)[trees.predictors], trees.targets)
 
 
-def _pack_prompt_groups(
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    row_prompt: torch.Tensor,
-    completion_ids: torch.Tensor,
-    completion_mask: torch.Tensor,
-) -> _PackedGroups:
-    """The one-row-per-prompt layout of :func:`shared_prompt_logprobs` (module docstring)."""
-    device = prompt_ids.device
-    prompt_lengths = prompt_mask.sum(dim=-1).tolist()
-    completion_lengths = completion_mask.sum(dim=-1).tolist()
-    owners = row_prompt.tolist()
-    # Where each completion starts in its prompt's row.
-    ends = list(prompt_lengths)
-    starts = []
-    for b, p in enumerate(owners):
-        starts.append(ends[p])
-        ends[p] += completion_lengths[b]
-    count, width = len(prompt_lengths), max(ends)
-    input_ids = torch.zeros((count, width), dtype=prompt_ids.dtype, device=device)
-    positions = torch.zeros((count, width), dtype=torch.long, device=device)
-    allowed = torch.zeros((count, width, width), dtype=torch.bool, device=device)
-    causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
-    for p, length in enumerate(prompt_lengths):
-        input_ids[p, :length] = prompt_ids[p, prompt_ids.shape[1] - length :]
-        positions[p, :length] = torch.arange(length, device=device)
-        allowed[p, :length, :length] = causal[:length, :length]
-        padding = torch.arange(ends[p], width, device=device)
-        allowed[p, padding, padding] = True  # padding attends to itself: no empty softmax row (it predicts nothing)
-    predictors: list[int] = []
-    for b, (p, start, length) in enumerate(zip(owners, starts, completion_lengths, strict=True)):
-        if length == 0:
-            continue
-        end = start + length
-        input_ids[p, start:end] = completion_ids[b, :length]
-        positions[p, start:end] = torch.arange(prompt_lengths[p], prompt_lengths[p] + length, device=device)
-        allowed[p, start:end, : prompt_lengths[p]] = True
-        allowed[p, start:end, start:end] = causal[:length, :length]
-        # The prompt's last state predicts the first token; the completion's own states the rest.
-        row = p * width
-        predictors += [row + prompt_lengths[p] - 1, *range(row + start, row + end - 1)]
-    return _PackedGroups(input_ids, positions, allowed, torch.tensor(predictors, dtype=torch.long, device=device))
+def _sequences(batch: MicroBatch) -> tuple[list[list[int]], list[int]]:
+    """Each row of ``batch`` as prompt + completion token ids, and where its completion starts, in row order (the
+    order of the batch's per-token tensors)."""
+    lengths = batch.attention_mask.sum(dim=-1).tolist()
+    rows = batch.input_ids.tolist()
+    shared = batch.shared_prompts
+    if shared is None:
+        completions = batch.completion_mask.sum(dim=-1).tolist()
+        return [row[:n] for row, n in zip(rows, lengths, strict=True)], [
+            n - c for n, c in zip(lengths, completions, strict=True)
+        ]
+    prompt_lengths = shared.attention_mask.sum(dim=-1).tolist()
+    prompts = [row[len(row) - n :] for row, n in zip(shared.input_ids.tolist(), prompt_lengths, strict=True)]
+    owners = shared.row_prompt.tolist()
+    sequences = [prompts[p] + row[:n] for p, row, n in zip(owners, rows, lengths, strict=True)]
+    return sequences, [prompt_lengths[p] for p in owners]
 
 
 @functools.cache
