@@ -64,6 +64,29 @@ def test_a_sequence_longer_than_the_token_budget_is_a_micro_batch_of_its_own() -
     assert [b.input_ids.shape for b in batches] == [torch.Size([1, 5]), torch.Size([1, 3])]
 
 
+def test_prefix_tree_packs_keep_calls_that_share_a_prefix_together_and_count_distinct_tokens() -> None:
+    first = sample(1.0, "r1", prompt=[5, 6, 7], completion=[8, 9], logprobs=[-0.1, -0.2])
+    # r1's next call: its prompt is the first call, a tool's answer (20), the question again (6).
+    second = sample(1.0, "r1", prompt=[5, 6, 7, 8, 9, 20, 6], completion=[21], logprobs=[-0.3])
+    other = sample(-1.0, "r2", prompt=[5, 6, 11], completion=[12, 13], logprobs=[-1.0, -2.0])
+    batches = make_micro_batches(
+        [other, second, first], "token", micro_batch_size=2, micro_batch_tokens=None, prefix_trees=True
+    )
+    assert all(b.prefix_trees for b in batches)
+    # In token order: r1's two calls (the first is a prefix of the second), then r2's.
+    assert [b.input_ids[b.completion_mask].tolist() for b in batches] == [[8, 9, 21], [12, 13]]
+    assert batches[0].behaviour_logprobs.tolist() == pytest.approx([-0.1, -0.2, -0.3])
+    # A budget of distinct tokens: r1's two calls are 8 tokens together (16 padded), r2's adds 3 (it shares 5, 6).
+    batches = make_micro_batches(
+        [other, second, first], "token", micro_batch_size=8, micro_batch_tokens=8, prefix_trees=True
+    )
+    assert [b.num_sequences for b in batches] == [2, 1]
+    batches = make_micro_batches(
+        [other, second, first], "token", micro_batch_size=8, micro_batch_tokens=11, prefix_trees=True
+    )
+    assert [b.num_sequences for b in batches] == [3]
+
+
 def test_a_micro_batch_never_mixes_agents() -> None:
     samples = [sample(1.0, "r1", agent="solver"), sample(1.0, "r1", agent="critic"), sample(1.0, "r2", agent="solver")]
     batches = make_micro_batches(samples, "token", micro_batch_size=8, micro_batch_tokens=None)

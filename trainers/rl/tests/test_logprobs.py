@@ -14,9 +14,9 @@ from agentlightning_rl import (
     completion_logprobs,
     make_micro_batches,
     naive_completion_logprobs,
+    takes_block_masks,
     tree_logprobs,
 )
-from agentlightning_rl import logprobs as logprobs_module
 from agentlightning_rl.prefix_tree import pack_prefix_trees
 from conftest import VOCAB
 from factories import call
@@ -114,21 +114,24 @@ def assert_same(
 
 
 @pytest.mark.parametrize("layout", ["trees sdpa", "trees eager", "cache"])
-def test_shared_prompt_logprobs_and_gradients_equal_separate_passes(
-    tiny_model: Any, layout: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_shared_prompt_logprobs_and_gradients_equal_separate_passes(tiny_model: Any, layout: str) -> None:
     if layout == "trees eager":
         tiny_model.set_attn_implementation("eager")
         assert tiny_model.config._attn_implementation == "eager"
-    if layout == "cache":  # what a model whose attention takes no 4D mask (flash attention) gets
-        monkeypatch.setattr(logprobs_module, "_takes_block_masks", lambda causal_lm: False)
-    assert logprobs_module._takes_block_masks(tiny_model) == (layout != "cache")
+    trees = layout != "cache"  # "cache": what a model whose attention takes no 4D mask (flash attention) gets
+    assert takes_block_masks(tiny_model)
     samples = group_samples((7, [3, 1, 4]), (2, [2, 5]))
     (separate,) = make_micro_batches(samples, "token", micro_batch_size=8, micro_batch_tokens=None)
-    (shared,) = make_micro_batches(samples, "token", micro_batch_size=8, micro_batch_tokens=None, share_prompts=True)
-    assert shared.shared_prompts is not None and separate.shared_prompts is None
-    # Two distinct prompts run once each; five completion rows on top.
-    assert shared.shared_prompts.input_ids.shape[0] == 2 and shared.input_ids.shape[0] == 5
+    (shared,) = make_micro_batches(
+        samples, "token", micro_batch_size=8, micro_batch_tokens=None, share_prompts=True, prefix_trees=trees
+    )
+    assert not separate.prefix_trees and separate.shared_prompts is None
+    if trees:
+        assert shared.prefix_trees and shared.shared_prompts is None
+    else:
+        # Two distinct prompts run once each; five completion rows on top.
+        assert shared.shared_prompts is not None and not shared.prefix_trees
+        assert shared.shared_prompts.input_ids.shape[0] == 2 and shared.input_ids.shape[0] == 5
 
     # The layouts order their rows differently (by prompt, or longest first): compare the tokens as a whole.
     def ordered(values: torch.Tensor) -> torch.Tensor:
@@ -138,10 +141,9 @@ def test_shared_prompt_logprobs_and_gradients_equal_separate_passes(
     # The reference: every sequence its own padded row, transformers' own causal mask.
     plain = (separate.input_ids, separate.attention_mask, separate.completion_mask)
     want_values, want_grads = values_and_gradients(tiny_model, lambda: completion_logprobs(tiny_model, *plain))
-    for batch in (shared, separate):
-        values, grads = values_and_gradients(tiny_model, lambda batch=batch: batch_logprobs(tiny_model, batch))
-        torch.testing.assert_close(ordered(values), ordered(want_values), rtol=0, atol=1e-5)
-        assert_same((want_values, grads), (want_values, want_grads))
+    values, grads = values_and_gradients(tiny_model, lambda: batch_logprobs(tiny_model, shared))
+    torch.testing.assert_close(ordered(values), ordered(want_values), rtol=0, atol=1e-5)
+    assert_same((want_values, grads), (want_values, want_grads))
 
 
 @pytest.mark.parametrize("max_row_tokens", [4096, 12])

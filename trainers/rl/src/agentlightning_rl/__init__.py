@@ -36,6 +36,7 @@ from agentlightning_rl.logprobs import (
     completion_logprobs,
     naive_completion_logprobs,
     shared_prompt_logprobs,
+    takes_block_masks,
     tree_logprobs,
 )
 from agentlightning_rl.loss import LossMetrics, policy_loss
@@ -91,6 +92,7 @@ __all__ = [
     "batch_logprobs",
     "completion_logprobs",
     "shared_prompt_logprobs",
+    "takes_block_masks",
     "tree_logprobs",
     "naive_completion_logprobs",
     "LossMetrics",

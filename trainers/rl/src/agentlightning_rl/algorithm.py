@@ -45,6 +45,7 @@ from agentlightning_rl.batch import make_micro_batches
 from agentlightning_rl.checkpoint import TrainingState, load_checkpoint, new_shuffler, save_checkpoint
 from agentlightning_rl.config import LightningRLConfig
 from agentlightning_rl.credit import CreditedTrajectory, credit_trajectory
+from agentlightning_rl.logprobs import takes_block_masks
 from agentlightning_rl.metrics import IterationRecord, MetricsLog, ValidationRecord
 from agentlightning_rl.precision import autocast_dtype, native_bf16
 from agentlightning_rl.rewards import with_runtime_rewards
@@ -176,6 +177,8 @@ class LightningRL(Algorithm):
         if metrics is not None and self.resume:
             metrics.rewind(state.iteration)
         pad_token_id = _pad_token_id(self.backend.tokenizer)
+        # Calls sharing a prefix run it once: as prefix trees where the attention takes a 4D mask.
+        prefix_trees = takes_block_masks(policy)
 
         with self._gateway() as gateway:
             model_name = self.served_model
@@ -232,6 +235,7 @@ class LightningRL(Algorithm):
                         micro_batch_tokens=config.micro_batch_tokens,
                         pad_token_id=pad_token_id,
                         share_prompts=config.share_prompts,
+                        prefix_trees=config.share_prompts and prefix_trees,
                     )
                     _check_iteration(iteration, finished, groups, advantages.skipped_groups)
                     step_started = time.perf_counter()

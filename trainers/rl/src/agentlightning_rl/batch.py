@@ -23,6 +23,11 @@ task's first call) are packed together, and the micro-batch holds each distinct 
 (:class:`SharedPrompts`) next to the completions, which the logprobs run on top of the prompt's cache
 (:func:`~agentlightning_rl.logprobs.shared_prompt_logprobs`). The padded token count is then
 ``P × longest prompt + B × longest completion``. Only packs where a prompt repeats use the shared layout.
+
+**Prefix trees** (``prefix_trees``, which LightningRL sets where the model's attention takes a 4D mask): the calls
+are packed in the order of their token ids, so calls sharing a prefix are neighbours (a group's samples, an
+agent's call and its next call, whose prompt holds the first), and a pack's token cost is its distinct prefix
+tokens (:mod:`agentlightning_rl.prefix_tree`); rows keep the plain layout, and the logprobs run them as trees.
 """
 
 from __future__ import annotations
@@ -94,6 +99,8 @@ class MicroBatch:
     #: When set, ``input_ids`` / ``attention_mask`` / ``completion_mask`` hold the completions only (``[B, Lc]``,
     #: every real token a completion token) and these are their prompts.
     shared_prompts: SharedPrompts | None = None
+    #: Run the rows as prefix trees (:mod:`agentlightning_rl.prefix_tree`): every distinct prefix token once.
+    prefix_trees: bool = False
 
     @property
     def num_sequences(self) -> int:
@@ -116,6 +123,7 @@ class MicroBatch:
             self.weights.to(device),
             self.agent_name,
             self.shared_prompts.to(device) if self.shared_prompts is not None else None,
+            self.prefix_trees,
         )
 
 
@@ -141,9 +149,11 @@ def make_micro_batches(
     micro_batch_tokens: int | None,
     pad_token_id: int = 0,
     share_prompts: bool = False,
+    prefix_trees: bool = False,
 ) -> list[MicroBatch]:
     """The micro-batches of one optimizer step over ``samples`` (module docstring); with ``share_prompts``,
-    the calls of one prompt share its pass.
+    the calls of one prompt share its pass; with ``prefix_trees`` (which takes precedence), every distinct prefix
+    token of a micro-batch runs once.
 
     Calls with no completion tokens have nothing to learn from and are left out.
 
@@ -176,6 +186,8 @@ def make_micro_batches(
         _Row(prompt, completion, logprobs, sample.advantage, weight, sample.transition.agent_name)
         for (sample, prompt, completion, logprobs), weight in zip(checked, weights, strict=True)
     ]
+    if prefix_trees:
+        return _pack_trees(rows, micro_batch_size, micro_batch_tokens, pad_token_id)
     if share_prompts:
         return _pack_shared(rows, micro_batch_size, micro_batch_tokens, pad_token_id)
     # One agent per micro-batch; longest first within an agent so each pack's width is set by its first row.
@@ -234,6 +246,43 @@ def _pack_shared(
     ]
 
 
+def _pack_trees(
+    rows: list[_Row], micro_batch_size: int, micro_batch_tokens: int | None, pad_token_id: int
+) -> list[MicroBatch]:
+    """Packs of one agent's calls in the order of their token ids: sorted so, calls that share a prefix are
+    neighbours (a depth-first walk of their trie: a group's samples, an agent's call and its next call), and a
+    pack's cost is its distinct prefix tokens, each call's length less what it shares with the call before."""
+    rows = sorted(rows, key=lambda r: (r.agent_name is not None, r.agent_name or "", r.prompt + r.completion))
+    packs: list[list[_Row]] = []
+    cost = 0
+    previous: list[int] = []
+    for row in rows:
+        tokens = row.prompt + row.completion
+        current = packs[-1] if packs else None
+        same_agent = current is not None and current[0].agent_name == row.agent_name
+        added = len(tokens) - (_common_prefix(previous, tokens) if same_agent else 0)
+        if (
+            current is not None
+            and same_agent
+            and len(current) < micro_batch_size
+            and (micro_batch_tokens is None or cost + added <= micro_batch_tokens)
+        ):
+            current.append(row)
+            cost += added
+        else:
+            packs.append([row])
+            cost = len(tokens)
+        previous = tokens
+    return [_collate(pack, pad_token_id, prefix_trees=True) for pack in packs]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
 def _weights(calls: list[tuple[str | None, int]], aggregation: LossAggregation) -> list[float]:
     """Each call's per-token weight, from (rollout id, completion tokens) of every call of the step."""
     if aggregation == "token":
@@ -251,7 +300,7 @@ def _weights(calls: list[tuple[str | None, int]], aggregation: LossAggregation) 
     raise ValueError(f"Unknown loss aggregation {aggregation!r}; use 'token', 'sequence' or 'rollout'.")
 
 
-def _collate(pack: list[_Row], pad_token_id: int) -> MicroBatch:
+def _collate(pack: list[_Row], pad_token_id: int, *, prefix_trees: bool = False) -> MicroBatch:
     width = max(row.length for row in pack)
     input_ids = torch.full((len(pack), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(pack), width), dtype=torch.long)
@@ -260,7 +309,14 @@ def _collate(pack: list[_Row], pad_token_id: int) -> MicroBatch:
         input_ids[i, : row.length] = torch.tensor(row.prompt + row.completion, dtype=torch.long)
         attention_mask[i, : row.length] = 1
         completion_mask[i, len(row.prompt) : row.length] = True
-    return MicroBatch(input_ids, attention_mask, completion_mask, *_token_values(pack), agent_name=pack[0].agent_name)
+    return MicroBatch(
+        input_ids,
+        attention_mask,
+        completion_mask,
+        *_token_values(pack),
+        agent_name=pack[0].agent_name,
+        prefix_trees=prefix_trees,
+    )
 
 
 def _token_values(rows: list[_Row]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

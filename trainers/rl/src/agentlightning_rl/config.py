@@ -112,8 +112,11 @@ class LightningRLConfig:
         max_grad_norm: clip the global gradient norm to this before the step; ``None`` does not clip.
         micro_batch_size: at most this many sequences in one forward/backward pass.
         micro_batch_tokens: at most this many (padded) tokens in one pass; ``None``: no token bound.
-        share_prompts: calls with identical prompts (a group's samples of one call) run their prompt once in the
-            forward and backward pass; the same loss and gradient, fewer tokens (see :mod:`agentlightning_rl.batch`).
+        share_prompts: calls that share a prefix run it once in the forward and backward pass: as prefix trees
+            (every distinct prefix token once: a group's prompt, the common system message, an agent's earlier
+            call inside its next one) where the model's attention takes a 4D mask, else calls with identical
+            prompts share the prompt's pass. The same loss and gradient, fewer tokens
+            (:mod:`agentlightning_rl.prefix_tree`, :mod:`agentlightning_rl.batch`).
         lora: LoRA settings; ``None`` trains every weight.
         precision: ``"fp32"`` (default: every pass in float32), ``"bf16"`` (bfloat16 mixed precision: the
             forward and backward passes, and the engine's generation, run under ``torch.autocast`` in bfloat16,

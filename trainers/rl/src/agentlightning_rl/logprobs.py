@@ -16,8 +16,8 @@ so the ``N × V`` logits scale with the completion tokens only. The result equal
 
 **Shared prefixes.** The sequences of a micro-batch share a lot: a group's samples send the same prompt, every
 prompt starts with the same system message, an agent's next call repeats its last call. Where the model's
-attention takes a ready 4D mask (``sdpa``, ``eager``), :func:`batch_logprobs` runs the micro-batch as prefix trees
-(:mod:`agentlightning_rl.prefix_tree`, :func:`tree_logprobs`): every distinct prefix token once, under a mask that
+attention takes a ready 4D mask (``sdpa``, ``eager``: :func:`takes_block_masks`), LightningRL makes micro-batches of
+prefix trees (:mod:`agentlightning_rl.prefix_tree`, :func:`tree_logprobs`): every distinct prefix token once, under a mask that
 gives it exactly its own context, so values and gradients equal separate passes' (tests check both) at the cost
 of the distinct tokens only. Otherwise a micro-batch whose calls share a prompt (``share_prompts``) runs each
 distinct prompt once with a key/value cache, repeated for every completion that then runs on top of it
@@ -43,15 +43,15 @@ __all__ = [
     "completion_logprobs",
     "naive_completion_logprobs",
     "shared_prompt_logprobs",
+    "takes_block_masks",
     "tree_logprobs",
 ]
 
 
 def batch_logprobs(model: Any, batch: MicroBatch) -> torch.Tensor:
-    """``[N]``: the logprob of each completion token of ``batch`` under ``model``: as prefix trees where the
-    model's attention allows, else in the batch's own layout (module docstring)."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if _takes_block_masks(causal_lm):
+    """``[N]``: the logprob of each completion token of ``batch`` under ``model``, in the batch's layout: prefix
+    trees, shared prompts, or padded rows (module docstring)."""
+    if batch.prefix_trees:
         return tree_logprobs(model, *_sequences(batch))
     shared = batch.shared_prompts
     if shared is None:
@@ -150,8 +150,10 @@ def _sparse_embedding_gradient(causal_lm: Any) -> Iterator[None]:
         embedding.sparse = False
 
 
-def _takes_block_masks(causal_lm: Any) -> bool:
-    """Whether the model's attention takes a ready 4D mask as it is (flash-attention kernels take padding only)."""
+def takes_block_masks(model: Any) -> bool:
+    """Whether the model's attention takes a ready 4D mask as it is, as prefix trees need (transformers' ``sdpa``
+    and ``eager`` do; flash-attention kernels take padding only)."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     return getattr(causal_lm.config, "_attn_implementation", None) in ("sdpa", "eager")
 
 
@@ -168,7 +170,7 @@ def tree_logprobs(
     """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     _check_plain_logits(causal_lm)
-    if not _takes_block_masks(causal_lm):
+    if not takes_block_masks(causal_lm):
         raise ValueError(
             f"Prefix trees need an attention that takes a 4D mask (sdpa or eager); this model uses "
             f"{getattr(causal_lm.config, '_attn_implementation', None)!r}."
@@ -185,21 +187,11 @@ def tree_logprobs(
 
 
 def _sequences(batch: MicroBatch) -> tuple[list[list[int]], list[int]]:
-    """Each row of ``batch`` as prompt + completion token ids, and where its completion starts, in row order (the
-    order of the batch's per-token tensors)."""
+    """Each row of a padded-rows ``batch`` as prompt + completion token ids, and where its completion starts."""
     lengths = batch.attention_mask.sum(dim=-1).tolist()
-    rows = batch.input_ids.tolist()
-    shared = batch.shared_prompts
-    if shared is None:
-        completions = batch.completion_mask.sum(dim=-1).tolist()
-        return [row[:n] for row, n in zip(rows, lengths, strict=True)], [
-            n - c for n, c in zip(lengths, completions, strict=True)
-        ]
-    prompt_lengths = shared.attention_mask.sum(dim=-1).tolist()
-    prompts = [row[len(row) - n :] for row, n in zip(shared.input_ids.tolist(), prompt_lengths, strict=True)]
-    owners = shared.row_prompt.tolist()
-    sequences = [prompts[p] + row[:n] for p, row, n in zip(owners, rows, lengths, strict=True)]
-    return sequences, [prompt_lengths[p] for p in owners]
+    completions = batch.completion_mask.sum(dim=-1).tolist()
+    rows = [row[:n] for row, n in zip(batch.input_ids.tolist(), lengths, strict=True)]
+    return rows, [n - c for n, c in zip(lengths, completions, strict=True)]
 
 
 @functools.cache
