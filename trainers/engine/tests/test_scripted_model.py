@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 import torch
 from agentlightning_engine import TransformersEngine
+from agentlightning_engine.testing import serve_scripted
 from conftest import chat
 
 TOOLS = [
@@ -103,3 +105,14 @@ async def test_concurrent_requests_without_a_mergeable_cache_run_in_turn(scripte
     )
     assert all(r.choices[0].message.content == "Let me check." for r in results)
     assert scripted.statistics.joined == 0
+
+
+def test_serve_scripted_asks_the_script_once_per_request() -> None:
+    # A script that counts its calls answers a repeated prompt differently: no prompt reuse may skip a call.
+    replies = iter(["First.", "Second."])
+    with serve_scripted(lambda prompt: next(replies)) as server, httpx.Client(base_url=server.url) as client:
+        said = [
+            client.post("/chat/completions", json={**chat("Hi?"), "model": "scripted"}).json()["choices"][0]
+            for _ in range(2)
+        ]
+    assert [choice["message"]["content"] for choice in said] == ["First.", "Second."]
