@@ -16,6 +16,7 @@ PROTECTED = [
     ("GET", "/statistics", None),
     ("POST", "/rollouts", {"input": 1}),
     ("POST", "/queue/dequeue", {}),
+    ("POST", "/queue/dequeue-many", {"limit": 4}),
     ("GET", "/rollouts/ro-x/spans", None),
     ("POST", "/spans", {"spans": []}),
     ("GET", "/resources/latest", None),

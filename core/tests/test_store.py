@@ -68,6 +68,68 @@ async def test_concurrent_workers_never_get_the_same_rollout(store: agl.Lightnin
     assert len(taken) == 60 and len(set(taken)) == 60
 
 
+async def test_dequeue_many_takes_up_to_limit_in_queue_order(store: agl.LightningStore) -> None:
+    config = agl.RolloutConfig(max_attempts=2, retry_on=[AttemptStatus.FAILED])
+    queued = await store.enqueue_many_rollouts([agl.RolloutRequest(input=i, config=config) for i in range(5)])
+    first = await store.dequeue_many_rollouts(3, worker_id="w1")
+    assert [r.rollout_id for r in first] == [r.rollout_id for r in queued[:3]]
+    assert all(r.attempt.worker_id == "w1" and r.attempt.status == AttemptStatus.PREPARING for r in first)
+    assert len({r.attempt.attempt_id for r in first}) == 3
+
+    # A requeued rollout comes first; asking for more than is queued takes what there is.
+    await store.update_attempt(first[1].rollout_id, first[1].attempt.attempt_id, status=AttemptStatus.FAILED)
+    rest = await store.dequeue_many_rollouts(10)
+    assert [r.rollout_id for r in rest] == [first[1].rollout_id, queued[3].rollout_id, queued[4].rollout_id]
+    assert rest[0].attempt.sequence_id == 2
+    assert await store.dequeue_many_rollouts(10) == []
+
+
+async def test_concurrent_dequeue_many_never_hands_out_a_rollout_twice(store: agl.LightningStore) -> None:
+    await store.enqueue_many_rollouts([agl.RolloutRequest(input=i) for i in range(60)])
+
+    async def worker(name: str) -> list[str]:
+        got: list[str] = []
+        while batch := await store.dequeue_many_rollouts(7, worker_id=name):
+            got += [r.rollout_id for r in batch]
+        return got
+
+    taken = [rid for result in await asyncio.gather(*(worker(f"w{i}") for i in range(6))) for rid in result]
+    assert len(taken) == 60 and len(set(taken)) == 60
+
+
+async def test_waiting_dequeue_takes_a_rollout_queued_while_it_waits(store: agl.LightningStore) -> None:
+    waiting = asyncio.create_task(store.dequeue_many_rollouts(4, worker_id="w", wait=120))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # the queue is empty: it waits
+    queued = await store.enqueue_many_rollouts([agl.RolloutRequest(input="a"), agl.RolloutRequest(input="b")])
+    got = await asyncio.wait_for(waiting, 60)  # woken by the enqueue, long before its 120 s
+    assert [r.rollout_id for r in got] == [r.rollout_id for r in queued]
+
+
+async def test_waiting_dequeue_is_woken_by_a_requeue(store: agl.LightningStore) -> None:
+    config = agl.RolloutConfig(max_attempts=2, retry_on=[AttemptStatus.FAILED])
+    await store.enqueue_rollout("retried", config=config)
+    (got,) = await store.dequeue_many_rollouts(1)
+    waiting = asyncio.create_task(store.dequeue_many_rollouts(1, wait=120))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    await store.update_attempt(got.rollout_id, got.attempt.attempt_id, status=AttemptStatus.FAILED)
+    (again,) = await asyncio.wait_for(waiting, 60)
+    assert again.rollout_id == got.rollout_id and again.attempt.sequence_id == 2
+
+
+async def test_waiting_dequeue_on_an_empty_queue_returns_nothing_after_its_wait(store: agl.LightningStore) -> None:
+    assert await store.dequeue_many_rollouts(3, wait=0.2) == []
+
+
+@pytest.mark.parametrize(("limit", "wait"), [(0, 0.0), (-1, 0.0), (2, -1.0), (2, float("nan")), (2, float("inf"))])
+async def test_dequeue_many_refuses_meaningless_arguments(store: agl.LightningStore, limit: int, wait: float) -> None:
+    await store.enqueue_rollout("kept")
+    with pytest.raises(ValueError, match="dequeue_many_rollouts"):
+        await store.dequeue_many_rollouts(limit, wait=wait)
+    assert (await store.dequeue_many_rollouts(5))[0].input == "kept"  # nothing was taken
+
+
 # --- lifecycle ---------------------------------------------------------------------------------
 async def test_first_span_starts_the_attempt_and_success_finishes_the_rollout(store: agl.LightningStore) -> None:
     await store.enqueue_rollout("task")

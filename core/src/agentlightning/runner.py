@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import math
@@ -35,7 +36,6 @@ class AgentTimedOut(TimeoutError):
 
 
 _EMPTY = Resources(resources_id="", version=0, created_time=0.0, resources={})
-_MAX_BURST = 32  # dequeues in flight at once
 
 
 def _timed_out(rollout: AttemptedRollout) -> AgentTimedOut:
@@ -72,7 +72,9 @@ class Runner:
 
     ``max_concurrency`` rollouts run at once (default: 256 for async agents, 1 for sync ones, each in its
     own thread). Every attempt gets a heartbeat each ``heartbeat_interval`` seconds, or more often where
-    its rollout's ``unresponsive_seconds`` needs it.
+    its rollout's ``unresponsive_seconds`` needs it. The free slots ask the store for work together, in one call
+    that waits up to ``poll_interval`` seconds while the queue is empty (a queued rollout starts at once) and is
+    then made again; a stop is noticed within that time.
     """
 
     def __init__(
@@ -93,6 +95,8 @@ class Runner:
         self.max_concurrency = max_concurrency or (256 if agent.is_async else 1)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{id(self) % 10_000}"
         self.heartbeat_interval = heartbeat_interval
+        if not poll_interval > 0 or poll_interval == math.inf:
+            raise ValueError(f"poll_interval is a positive number of seconds (got {poll_interval!r}).")
         self.poll_interval = poll_interval
         self._tracer = tracer
         self._own_tracer = tracer is None
@@ -125,38 +129,22 @@ class Runner:
         heartbeats = asyncio.create_task(self._heartbeats(heartbeat_due))
         started = 0
         idle_since = time.monotonic()
-        delay = 0.01
-        # Dequeues sent at once. It grows while the queue has work and slots are free, so that one store
-        # round trip starts many rollouts: one at a time, the round trip would cap the rollouts per second.
-        burst = 1
         try:
             while not stop.is_set() and (max_rollouts is None or started < max_rollouts):
+                # Every free slot asks in one store call, which waits while the queue is empty: a burst of enqueued
+                # rollouts starts together, as soon as it is queued.
                 await slots.acquire()
                 taking = 1
-                while (
-                    taking < burst and not slots.locked() and (max_rollouts is None or started + taking < max_rollouts)
-                ):
+                while not slots.locked() and (max_rollouts is None or started + taking < max_rollouts):
                     await slots.acquire()  # a free slot: returns at once
                     taking += 1
-                if stop.is_set():
-                    for _ in range(taking):
-                        slots.release()
-                    break
-                got = [r for r in await asyncio.gather(*(self._dequeue() for _ in range(taking))) if r is not None]
+                got = [] if stop.is_set() else await self._dequeue(taking, stop)
                 for _ in range(taking - len(got)):
                     slots.release()
                 if not got:
-                    burst = 1
                     if idle_timeout is not None and not self._running and time.monotonic() - idle_since > idle_timeout:
                         break
-                    try:
-                        await asyncio.wait_for(stop.wait(), delay)
-                    except TimeoutError:
-                        pass
-                    delay = min(delay * 2, self.poll_interval)
                     continue
-                burst = min(2 * burst, _MAX_BURST) if len(got) == taking else 1
-                delay = 0.01
                 idle_since = time.monotonic()
                 for rollout in got:
                     started += 1
@@ -179,12 +167,14 @@ class Runner:
             self._tracer.close()
             self._tracer = None
 
-    async def _dequeue(self) -> AttemptedRollout | None:
+    async def _dequeue(self, limit: int, stop: asyncio.Event) -> list[AttemptedRollout]:
         try:
-            return await self.store.dequeue_rollout(worker_id=self.worker_id)
+            return await self.store.dequeue_many_rollouts(limit, worker_id=self.worker_id, wait=self.poll_interval)
         except StoreError as exc:
             log.warning("Runner %s could not dequeue (%s); retrying", self.worker_id, exc)
-            return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.poll_interval)
+            return []
 
     async def _resources_for(self, rollout: AttemptedRollout) -> Resources:
         if rollout.resources_id is None:

@@ -54,15 +54,29 @@ def test_padding_does_not_change_a_sequence_s_logprobs(tiny_model: Any) -> None:
 def test_gradients_equal_those_of_the_naive_computation(tiny_model: Any) -> None:
     batch = batch_of((4, 3), (3, 2))
     args = (batch.input_ids, batch.attention_mask, batch.completion_mask)
-    completion_logprobs(tiny_model, *args).sum().backward()
-    # The tied embedding's rows come in sparse and land in the output layer's dense gradient: an optimizer
-    # takes it as it is.
-    assert tiny_model.get_input_embeddings().weight.grad.layout == torch.strided
+    # Twice, as gradient accumulation does: the tied embedding's rows are added into the output layer's gradient.
+    for _ in range(2):
+        completion_logprobs(tiny_model, *args).sum().backward()
+    assert tiny_model.get_input_embeddings().weight.grad.layout == torch.strided  # as an optimizer takes it
     fast = {name: p.grad.clone() for name, p in tiny_model.named_parameters()}
     tiny_model.zero_grad()
-    naive_completion_logprobs(tiny_model, *args).sum().backward()
+    for _ in range(2):
+        naive_completion_logprobs(tiny_model, *args).sum().backward()
     for name, p in tiny_model.named_parameters():
         torch.testing.assert_close(fast[name], p.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_a_token_with_the_padding_id_gets_the_embedding_gradient_nn_embedding_gives(tiny_model: Any) -> None:
+    embedding = tiny_model.get_input_embeddings()
+    assert embedding.padding_idx == 0
+    batch = batch_of((4, 3), (3, 2))
+    batch.input_ids[0, 1] = batch.input_ids[1, 4] = 0  # a prompt token and a completion token say the pad id
+    args = (batch.input_ids, batch.attention_mask, batch.completion_mask)
+    completion_logprobs(tiny_model, *args).sum().backward()
+    fast = embedding.weight.grad.clone()
+    tiny_model.zero_grad()
+    naive_completion_logprobs(tiny_model, *args).sum().backward()
+    torch.testing.assert_close(fast, embedding.weight.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_a_peft_model_s_logprobs_use_its_active_adapter(tiny_model: Any) -> None:

@@ -57,7 +57,8 @@ def test_accumulating_micro_batches_equals_one_big_batch(tiny_model: Any, aggreg
         results.append((len(batches), metrics, dict(model.named_parameters())))
     (split, split_metrics, split_params), (one, one_metrics, one_params), (mixed, _, mixed_params) = results
     assert split == 6 and one == 1 and 1 < mixed < 6
-    assert split_metrics.loss == pytest.approx(one_metrics.loss, abs=1e-6)
+    # Logprobs of one call padded two ways differ by float32 rounding (up to ~4e-6 here); the loss sums ± terms.
+    assert split_metrics.loss == pytest.approx(one_metrics.loss, abs=1e-5)
     assert split_metrics.grad_norm == pytest.approx(one_metrics.grad_norm, rel=1e-5)
     assert split_metrics.clip_fraction == pytest.approx(one_metrics.clip_fraction) and 0 < one_metrics.clip_fraction < 1
     assert split_metrics.tokens == one_metrics.tokens and split_metrics.sequences == 6

@@ -75,6 +75,9 @@ def _operations() -> list[_Operation]:
     async def dequeue(store: LightningStore, _: Request, body: m.DequeueRequest) -> AttemptedRollout | None:
         return await store.dequeue_rollout(worker_id=body.worker_id)
 
+    async def dequeue_many(store: LightningStore, _: Request, body: m.DequeueManyRequest) -> list[AttemptedRollout]:
+        return await store.dequeue_many_rollouts(body.limit, worker_id=body.worker_id, wait=body.wait)
+
     async def get_rollout(store: LightningStore, request: Request, _: None) -> Rollout:
         return await store.get_rollout_by_id(request.path_params["rollout_id"])
 
@@ -145,6 +148,14 @@ def _operations() -> list[_Operation]:
             dequeue,
             m.DequeueRequest,
             AttemptedRollout | None,
+        ),
+        _Operation(
+            "POST",
+            "/queue/dequeue-many",
+            "Take up to `limit` rollouts from the queue, waiting up to `wait` s while it is empty",
+            dequeue_many,
+            m.DequeueManyRequest,
+            list[AttemptedRollout],
         ),
         _Operation("GET", rollout, "Get a rollout", get_rollout, None, Rollout),
         _Operation("PATCH", rollout, "Change a rollout", update_rollout, m.UpdateRolloutRequest, Rollout),

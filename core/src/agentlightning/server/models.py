@@ -65,6 +65,14 @@ class DequeueRequest(_Body):
     worker_id: _WorkerId | None = None
 
 
+class DequeueManyRequest(_Body):
+    worker_id: _WorkerId | None = None
+    limit: Annotated[int, Field(ge=1, le=MAX_BATCH)] = Field(description="Rollouts to take at most.")
+    wait: Annotated[float, Field(ge=0, le=300, allow_inf_nan=False)] = Field(
+        default=0.0, description="Seconds to wait for a rollout while the queue is empty (at most 300 s)."
+    )
+
+
 class StartAttemptRequest(_Body):
     worker_id: _WorkerId | None = None
 

@@ -83,6 +83,7 @@ def end_attempt(txn: Transaction, waiters: WaiterRegistry, row: AttemptRow, stat
             "UPDATE rollouts SET status = 'requeuing', queue_seq = ? WHERE rollout_id = ?",
             (queue_front(txn), rollout.rollout_id),
         )
+        txn.after_commit(waiters.notify_queued)
     else:
         finish_rollout(txn, waiters, rollout.rollout_id, after, now)
 

@@ -24,7 +24,15 @@ from agentlightning.types import (
     Span,
 )
 
-__all__ = ["EncodedSpan", "LightningStore", "StoreStatistics"]
+__all__ = ["EncodedSpan", "LightningStore", "StoreStatistics", "check_dequeue_arguments"]
+
+
+def check_dequeue_arguments(limit: int, wait: float) -> None:
+    """Refuse a ``dequeue_many_rollouts`` call that cannot mean anything."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"dequeue_many_rollouts takes at least one rollout (limit={limit!r}).")
+    if not wait >= 0 or wait == float("inf"):
+        raise ValueError(f"dequeue_many_rollouts waits a finite number of seconds, 0 or more (wait={wait!r}).")
 
 
 class EncodedSpan(NamedTuple):
@@ -104,6 +112,29 @@ class LightningStore(ABC):
 
         Requeued rollouts go to the front of the queue, so a retried rollout does not hold up its group.
         """
+
+    async def dequeue_many_rollouts(
+        self, limit: int, worker_id: str | None = None, *, wait: float = 0.0
+    ) -> list[AttemptedRollout]:
+        """Take up to ``limit`` waiting rollouts at once, oldest first (requeued ones first), opening an attempt on
+        each, as :meth:`dequeue_rollout` does one by one. When the queue is empty, wait up to ``wait`` seconds for
+        a rollout to be queued; an empty list when none was.
+
+        One call starts a runner's free slots together (one round trip to a remote store), and a runner waiting on
+        an empty queue starts as soon as work arrives instead of at its next poll. This default takes the rollouts
+        one by one and looks again every 50 ms while it waits; the SQLite store takes them in one transaction and
+        is woken by the enqueue itself.
+        """
+        check_dequeue_arguments(limit, wait)
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            got: list[AttemptedRollout] = []
+            while len(got) < limit and (rollout := await self.dequeue_rollout(worker_id)) is not None:
+                got.append(rollout)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if got or remaining <= 0:
+                return got
+            await asyncio.sleep(min(0.05, remaining))
 
     @abstractmethod
     async def start_rollout(self, request: RolloutRequest, worker_id: str | None = None) -> AttemptedRollout:

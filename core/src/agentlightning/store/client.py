@@ -16,7 +16,7 @@ from pydantic import BaseModel, JsonValue, TypeAdapter
 from agentlightning import errors
 from agentlightning.server import models as m
 from agentlightning.server.app import API_PREFIX
-from agentlightning.store.base import EncodedSpan, LightningStore, StoreStatistics
+from agentlightning.store.base import EncodedSpan, LightningStore, StoreStatistics, check_dequeue_arguments
 from agentlightning.types import (
     AnyResource,
     Attempt,
@@ -40,6 +40,7 @@ _ROLLOUTS = TypeAdapter(list[Rollout])
 _ATTEMPTS = TypeAdapter(list[Attempt])
 _SPANS = TypeAdapter(list[Span])
 _MAYBE_ATTEMPTED = TypeAdapter(AttemptedRollout | None)
+_ATTEMPTED = TypeAdapter(list[AttemptedRollout])
 _MAYBE_RESOURCES = TypeAdapter(Resources | None)
 _ERRORS: dict[str, type[errors.StoreError]] = {
     cls.__name__: cls
@@ -187,6 +188,19 @@ class StoreClient(LightningStore):
     async def dequeue_rollout(self, worker_id: str | None = None) -> AttemptedRollout | None:
         raw = await self._request("POST", "/queue/dequeue", body=m.DequeueRequest(worker_id=worker_id))
         return _MAYBE_ATTEMPTED.validate_json(raw)
+
+    async def dequeue_many_rollouts(
+        self, limit: int, worker_id: str | None = None, *, wait: float = 0.0
+    ) -> list[AttemptedRollout]:
+        check_dequeue_arguments(limit, wait)
+        deadline = time.monotonic() + wait
+        while True:
+            remaining = max(0.0, min(_WAIT_CHUNK, deadline - time.monotonic()))
+            body = m.DequeueManyRequest(worker_id=worker_id, limit=min(limit, m.MAX_BATCH), wait=remaining)
+            raw = await self._request("POST", "/queue/dequeue-many", body=body, timeout=remaining + self._timeout)
+            got = _ATTEMPTED.validate_json(raw)
+            if got or time.monotonic() >= deadline:
+                return got
 
     async def start_rollout(self, request: RolloutRequest, worker_id: str | None = None) -> AttemptedRollout:
         body = m.StartRolloutRequest(rollout=request, worker_id=worker_id)

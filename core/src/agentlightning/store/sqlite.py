@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,7 +53,7 @@ from agentlightning.store._transitions import (
     touch_attempt,
 )
 from agentlightning.store._waiters import Waiter, WaiterRegistry
-from agentlightning.store.base import EncodedSpan, LightningStore, StoreStatistics
+from agentlightning.store.base import EncodedSpan, LightningStore, StoreStatistics, check_dequeue_arguments
 from agentlightning.types import (
     TERMINAL_ATTEMPT_STATUSES,
     TERMINAL_ROLLOUT_STATUSES,
@@ -148,20 +148,48 @@ class SqliteStore(LightningStore):
                     for i, r in enumerate(rollouts)
                 ],
             )
+            txn.after_commit(self._waiters.notify_queued)
             return rollouts
 
         return await self._db.run(op)
 
     async def dequeue_rollout(self, worker_id: str | None = None) -> AttemptedRollout | None:
-        def op(txn: Transaction) -> AttemptedRollout | None:
-            row = txn.conn.execute(
-                f"SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE queue_seq IS NOT NULL ORDER BY queue_seq LIMIT 1"
-            ).fetchone()
-            if row is None:
-                return None
-            return open_attempt(txn, RolloutRow(row).rollout, worker_id, time.time())
+        got = await self._db.run(self._dequeue_op(1, worker_id))
+        return got[0] if got else None
 
-        return await self._db.run(op)
+    async def dequeue_many_rollouts(
+        self, limit: int, worker_id: str | None = None, *, wait: float = 0.0
+    ) -> list[AttemptedRollout]:
+        check_dequeue_arguments(limit, wait)
+        op = self._dequeue_op(limit, worker_id)
+        waiter = Waiter()
+        self._waiters.watch_queue(waiter)  # before looking, so a rollout queued in between still wakes it
+        try:
+            deadline = asyncio.get_running_loop().time() + wait
+            while True:
+                waiter.event.clear()
+                got = await self._db.run(op)
+                remaining = deadline - asyncio.get_running_loop().time()
+                if got or remaining <= 0:
+                    return got
+                try:
+                    await asyncio.wait_for(waiter.event.wait(), remaining)
+                except TimeoutError:
+                    pass
+        finally:
+            self._waiters.unwatch_queue(waiter)
+
+    @staticmethod
+    def _dequeue_op(limit: int, worker_id: str | None) -> Callable[[Transaction], list[AttemptedRollout]]:
+        def op(txn: Transaction) -> list[AttemptedRollout]:
+            rows = txn.conn.execute(
+                f"SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE queue_seq IS NOT NULL ORDER BY queue_seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+            now = time.time()
+            return [open_attempt(txn, RolloutRow(row).rollout, worker_id, now) for row in rows]
+
+        return op
 
     async def start_rollout(self, request: RolloutRequest, worker_id: str | None = None) -> AttemptedRollout:
         def op(txn: Transaction) -> AttemptedRollout:
@@ -323,6 +351,7 @@ class SqliteStore(LightningStore):
                             "UPDATE rollouts SET status = 'queuing', end_time = NULL, queue_seq = ? WHERE rollout_id = ?",
                             (queue_back(txn), rollout_id),
                         )
+                        txn.after_commit(self._waiters.notify_queued)
                     else:
                         txn.conn.execute("UPDATE rollouts SET status = 'queuing' WHERE rollout_id = ?", (rollout_id,))
                 else:
