@@ -219,7 +219,10 @@ def test_rewards_follow_the_answer_node_final_number(engine: TransformersEngine,
     expected = [1.0 if int(expression(t).split()[0]) % 2 == 0 else 0.0 for t in tasks]
     assert 0 < sum(expected) < len(tasks)  # both kinds are there
     model = ScriptedModel(engine.tokenizer, scripted_reply)
-    with TransformersEngine(model, tokenizer=engine.tokenizer) as scripted, scripted.serve(port=0) as server:
+    with (
+        TransformersEngine(model, tokenizer=engine.tokenizer, prompt_cache_mb=0) as scripted,
+        scripted.serve(port=0) as server,
+    ):
         rollouts = run_calc(server.url, store, tasks)
     by_task = {str(rollout.metadata["task_id"]): reward for rollout, reward in rollouts}
     assert [by_task[t.id] for t in tasks] == expected

@@ -105,7 +105,7 @@ def scripted_server() -> Iterator[EngineServer]:
     tokenizer = load_smollm2_tokenizer()
     model = ScriptedModel(tokenizer, scripted_reply)
     with (
-        TransformersEngine(model, tokenizer=tokenizer, served_model_name="scripted") as engine,
+        TransformersEngine(model, tokenizer=tokenizer, served_model_name="scripted", prompt_cache_mb=0) as engine,
         engine.serve(port=0) as server,
     ):
         yield server

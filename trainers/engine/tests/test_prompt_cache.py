@@ -55,6 +55,29 @@ async def test_concurrent_requests_mixing_shared_and_distinct_prompts(own_engine
         assert close(logprobs(got.choices[0]), logprobs(want.choices[0]))
 
 
+async def test_distinct_prompts_prefilled_together_run_their_shared_beginning_once(
+    own_engine: TransformersEngine,
+) -> None:
+    # The chat template gives every prompt the same system message: well over MIN_SHARED_PREFIX tokens.
+    prompts = ["Name a colour.", "Say hello in French, please.", "Count from one to ten.", "Why?"]
+    bodies = [chat(p, max_tokens=6, temperature=0, logprobs=True) for p in prompts]
+    with TransformersEngine(own_engine.model, tokenizer=own_engine.tokenizer, prompt_cache_mb=0) as plain:
+        expected = [await plain.chat_completion(b) for b in bodies]
+        assert plain.statistics.prefix_tokens_shared == 0
+    await own_engine.chat_completion(chat("Hi.", max_tokens=1))  # the first prefill learns the cache's layers
+    results = await asyncio.gather(*(own_engine.chat_completion(b) for b in bodies))
+    prompt_ids = [own_engine.render_prompt(own_engine._prepare(b).request) for b in bodies]
+    shared = next(i for i in range(min(map(len, prompt_ids))) if len({p[i] for p in prompt_ids}) > 1)
+    assert own_engine.statistics.prefix_tokens_shared == shared * (len(prompts) - 1)
+    for got, want in zip(results, expected, strict=True):
+        assert got.choices[0].token_ids == want.choices[0].token_ids
+        assert close(logprobs(got.choices[0]), logprobs(want.choices[0]))
+    # Each prompt was kept whole: asked again, it is reused as it is and answers the same.
+    again = await own_engine.chat_completion(bodies[1])
+    assert again.choices[0].token_ids == expected[1].choices[0].token_ids
+    assert close(logprobs(again.choices[0]), logprobs(expected[1].choices[0]))
+
+
 async def test_a_weight_change_is_never_served_from_a_prompt_prefilled_before(own_engine: TransformersEngine) -> None:
     body = chat(PROMPT, max_tokens=4, temperature=0, logprobs=True)
     before = await own_engine.chat_completion(body)

@@ -34,6 +34,9 @@ class BatchStatistics:
     joined: int = 0
     #: Sequences that started from a prompt prefilled for another sequence (filled in by the engine).
     prompts_reused: int = 0
+    #: Prompt tokens not run because the distinct prompts prefilled with them began with the same ones (filled in
+    #: by the engine).
+    prefix_tokens_shared: int = 0
 
 
 class DynamicBatcher:

@@ -243,6 +243,8 @@ class BatchGenerator:
         # Whether this model's cache is made of plain key/value layers that can be cut per row and stacked again;
         # None until the first prefill tells.
         self._reusable_cache: bool | None = None
+        #: Prompt tokens not run because another prompt prefilled with them began with the same ones.
+        self.prefix_tokens_shared = 0
 
     def _token_info(self, token_id: int) -> tuple[str, list[int]]:
         """A token's text and bytes, as OpenAI's logprobs show them."""
@@ -307,7 +309,9 @@ class BatchGenerator:
                 else:
                     found[key] = entry
             if missing:
-                rows = self._run_prompts(list(missing.values()))
+                distinct = list(missing.values())
+                shared = _shared_prefix_length(distinct) if self._reusable_cache else 0
+                rows = self._run_shared_prefix(distinct, shared) if shared else self._run_prompts(distinct)
                 if self._reusable_cache is None:
                     self._reusable_cache = _can_merge(rows.cache)
                 if not self._reusable_cache:  # e.g. sliding-window layers: every sequence runs its own prompt
@@ -334,6 +338,36 @@ class BatchGenerator:
         logits = self._forward(
             cache, sequences, input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
         )
+        return _Rows(sequences, cache, attention_mask, positions[:, -1:], logits)
+
+    def _run_shared_prefix(self, sequences: list[Sequence], shared: int) -> _Rows:
+        """Run prompts that all begin with the same ``shared`` tokens: those once, on one row, then each prompt's
+        rest (left-padded to the longest) on that row's keys and values. The rows' caches are then the prefix,
+        padding, and their own tokens, which :func:`_split_prompts` takes apart by the attention mask."""
+        device = next(self.model.parameters()).device
+        prefix = torch.tensor([sequences[0].prompt_token_ids[:shared]], device=device)
+        cache = _new_cache()
+        self._forward(
+            cache,
+            sequences[:1],
+            input_ids=prefix,
+            attention_mask=torch.ones_like(prefix),
+            position_ids=torch.arange(shared, device=device)[None],
+        )
+        rows = len(sequences)
+        for layer in cache.layers:  # every row starts from the prefix (the next update copies out of the view)
+            layer.keys = layer.keys.expand(rows, -1, -1, -1)
+            layer.values = layer.values.expand(rows, -1, -1, -1)
+        rests = [s.prompt_token_ids[shared:] for s in sequences]
+        width = max(len(rest) for rest in rests)
+        input_ids = torch.tensor([[self.pad_token_id] * (width - len(r)) + r for r in rests], device=device)
+        rest_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
+        attention_mask = torch.cat([rest_mask.new_ones((rows, shared)), rest_mask], dim=1)
+        positions = shared + (rest_mask.cumsum(dim=-1) - 1).clamp(min=0)
+        logits = self._forward(
+            cache, sequences, input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
+        )
+        self.prefix_tokens_shared += shared * (rows - 1)
         return _Rows(sequences, cache, attention_mask, positions[:, -1:], logits)
 
     def _step(self, rows: _Rows) -> _Rows | None:
@@ -387,18 +421,38 @@ class BatchGenerator:
         return TokenLogprob(token=text, logprob=float(row_logprobs[token]), bytes=data, top_logprobs=top)
 
 
+#: Distinct prompts prefilled together run the tokens they all begin with once when there are at least this many
+#: (a system message; SmolLM2's chat template adds one to every prompt that has none).
+MIN_SHARED_PREFIX = 16
+
+
+def _shared_prefix_length(sequences: list[Sequence]) -> int:
+    """How many first tokens the prompts of ``sequences`` all have in common, if they are worth running once
+    (:data:`MIN_SHARED_PREFIX`, and all under one adapter, whose weights make the keys and values), else 0. Every
+    prompt keeps at least its last token to run: it gives the logits of the first generated token."""
+    if len(sequences) < 2 or len({s.adapter for s in sequences}) > 1:
+        return 0
+    prompts = [s.prompt_token_ids for s in sequences]
+    shortest = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    shared = 0
+    while shared < shortest and all(p[shared] == first[shared] for p in prompts):
+        shared += 1
+    return shared if shared >= MIN_SHARED_PREFIX else 0
+
+
 def _split_prompts(rows: _Rows) -> list[PrefilledPrompt]:
-    """Each row of freshly prefilled ``rows`` as a prompt of its own: its cache without the left padding (copied,
-    so the batch's tensors are not kept alive by it) and its logits."""
-    width = rows.attention_mask.shape[1]
+    """Each row of freshly prefilled ``rows`` as a prompt of its own: its cache at the positions its attention
+    mask keeps (no padding, wherever it is; a copy, so the batch's tensors are not kept alive by it) and its
+    logits."""
     prompts = []
-    for row, sequence in enumerate(rows.sequences):
-        start = width - len(sequence.prompt_token_ids)
-        layers = rows.cache.layers
+    layers = rows.cache.layers
+    for row in range(rows.size):
+        kept = rows.attention_mask[row].bool()
         prompts.append(
             PrefilledPrompt(
-                keys=tuple(layer.keys[row : row + 1, :, start:].clone() for layer in layers),
-                values=tuple(layer.values[row : row + 1, :, start:].clone() for layer in layers),
+                keys=tuple(layer.keys[row : row + 1, :, kept] for layer in layers),
+                values=tuple(layer.values[row : row + 1, :, kept] for layer in layers),
                 logits=rows.logits[row].clone(),
             )
         )

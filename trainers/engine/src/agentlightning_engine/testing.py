@@ -82,9 +82,10 @@ class ScriptedModel(torch.nn.Module):
     engine. It speaks the interface the engine uses (``forward(input_ids, attention_mask, position_ids, cache,
     use_cache, logits_to_keep)`` returning ``.logits``). Each row's script and prompt length ride in its KV
     cache (one layer, at every position), so rows keep their own script while the engine drops finished rows
-    and merges newcomers into a running batch. Serve it with ``TransformersEngine(model, tokenizer=tokenizer)``,
-    adding ``prompt_cache_mb=0`` when ``reply`` may answer the same prompt differently on another call (a script
-    that counts its calls): the engine otherwise prefills a repeated prompt once and every repeat says its reply.
+    and merges newcomers into a running batch. Serve it with ``TransformersEngine(model, tokenizer=tokenizer,
+    prompt_cache_mb=0)`` (as :func:`serve_scripted` does): it scripts a row from its whole prompt in one pass, and
+    with prompt reuse on the engine may run a prompt's first tokens apart (shared with other prompts) and a
+    repeated prompt once, so a script that counts its calls would be asked once for all the repeats.
     """
 
     def __init__(self, tokenizer: Any, reply: Callable[[str], str], max_position_embeddings: int = 2048) -> None:
@@ -138,7 +139,7 @@ def serve_scripted(
 ) -> Iterator[EngineServer]:
     """A :class:`ScriptedModel` saying ``reply(prompt text)``, served by a real ``TransformersEngine`` on
     127.0.0.1 for the block (``server.url`` is its OpenAI base URL); ``tokenizer`` defaults to SmolLM2's.
-    Every request runs its own prompt (no prompt reuse), so ``reply`` is asked once per request."""
+    Every request runs its own prompt whole (no prompt reuse), so ``reply`` is asked once per request."""
     from agentlightning_engine.transformers_engine import TransformersEngine
 
     tokenizer = tokenizer if tokenizer is not None else load_smollm2_tokenizer()

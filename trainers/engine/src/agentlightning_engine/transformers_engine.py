@@ -138,8 +138,13 @@ class TransformersEngine:
     @property
     def statistics(self) -> BatchStatistics:
         """How many batches and sequences were generated, how many joined a running batch, the most rows at once,
-        how many sequences started from a prompt prefilled for another (a snapshot)."""
-        return dataclasses.replace(self._batcher.statistics, prompts_reused=self._generator.prompts.reused)
+        how many sequences started from a prompt prefilled for another, how many prompt tokens were shared with
+        other prompts prefilled together (a snapshot)."""
+        return dataclasses.replace(
+            self._batcher.statistics,
+            prompts_reused=self._generator.prompts.reused,
+            prefix_tokens_shared=self._generator.prefix_tokens_shared,
+        )
 
     # --- weights ---------------------------------------------------------------------------------------
 
