@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -262,6 +263,10 @@ def run_ours(
     rl = LightningRL(engine, config, sampling=sampling, progress=False)
     trainer = agl.Trainer(algorithm=rl, store=agl.InMemoryStore(), max_concurrency=WORKLOAD.sequences)
     result = trainer.fit(sum_agent, tasks)
+    # The client belongs to the finished run's event loop: collect it now, while no loop runs. Collected inside the
+    # next run's loop, it would try to close its connections there (an "Event loop is closed" traceback).
+    clients.clear()
+    gc.collect()
     records = []
     for record in result.history:
         records.append(
