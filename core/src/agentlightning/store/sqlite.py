@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import JsonValue
 
@@ -71,6 +72,8 @@ from agentlightning.types import (
 )
 
 __all__ = ["SqliteStore"]
+
+T = TypeVar("T")
 
 
 class SqliteStore(LightningStore):
@@ -165,17 +168,7 @@ class SqliteStore(LightningStore):
         waiter = Waiter()
         self._waiters.watch_queue(waiter)  # before looking, so a rollout queued in between still wakes it
         try:
-            deadline = asyncio.get_running_loop().time() + wait
-            while True:
-                waiter.event.clear()
-                got = await self._db.run(op)
-                remaining = deadline - asyncio.get_running_loop().time()
-                if got or remaining <= 0:
-                    return got
-                try:
-                    await asyncio.wait_for(waiter.event.wait(), remaining)
-                except TimeoutError:
-                    pass
+            return await self._look_until(waiter, op, bool, wait)
         finally:
             self._waiters.unwatch_queue(waiter)
 
@@ -387,20 +380,25 @@ class SqliteStore(LightningStore):
         waiter = Waiter(ids)
         self._waiters.add(waiter)
         try:
-            loop = asyncio.get_running_loop()
-            deadline = None if timeout is None else loop.time() + timeout
-            while True:
-                waiter.event.clear()
-                finished = await self._db.run(op)
-                remaining = None if deadline is None else deadline - loop.time()
-                if len(finished) == len(ids) or (remaining is not None and remaining <= 0):
-                    return finished
-                try:
-                    await asyncio.wait_for(waiter.event.wait(), remaining)
-                except TimeoutError:
-                    pass
+            return await self._look_until(waiter, op, lambda finished: len(finished) == len(ids), timeout)
         finally:
             self._waiters.remove(waiter)
+
+    async def _look_until(
+        self, waiter: Waiter, op: Callable[[Transaction], T], done: Callable[[T], bool], timeout: float | None
+    ) -> T:
+        """``op``'s result once ``done`` accepts it or ``timeout`` seconds have passed (``None``: no limit),
+        running it again each time ``waiter`` is woken."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            waiter.event.clear()
+            result = await self._db.run(op)
+            remaining = None if deadline is None else deadline - loop.time()
+            if done(result) or (remaining is not None and remaining <= 0):
+                return result
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.event.wait(), remaining)
 
     # --- spans -------------------------------------------------------------------------------
     async def add_many_spans(self, spans: Sequence[Span]) -> list[Span]:
