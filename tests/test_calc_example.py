@@ -24,7 +24,7 @@ os.environ["LANGSMITH_TRACING"] = "false"
 os.environ["LANGCHAIN_TRACING_V2"] = "false"
 
 from agentlightning_engine import TransformersEngine
-from agentlightning_engine.testing import ScriptedModel, save_tiny_model
+from agentlightning_engine.testing import save_tiny_model, serve_scripted
 
 import agentlightning as agl
 from agentlightning import semconv
@@ -218,11 +218,7 @@ def test_rewards_follow_the_answer_node_final_number(engine: TransformersEngine,
     tasks = dataset.make_tasks(8, 6, seed=5)
     expected = [1.0 if int(expression(t).split()[0]) % 2 == 0 else 0.0 for t in tasks]
     assert 0 < sum(expected) < len(tasks)  # both kinds are there
-    model = ScriptedModel(engine.tokenizer, scripted_reply)
-    with (
-        TransformersEngine(model, tokenizer=engine.tokenizer, prompt_cache_mb=0) as scripted,
-        scripted.serve(port=0) as server,
-    ):
+    with serve_scripted(scripted_reply, tokenizer=engine.tokenizer) as server:
         rollouts = run_calc(server.url, store, tasks)
     by_task = {str(rollout.metadata["task_id"]): reward for rollout, reward in rollouts}
     assert [by_task[t.id] for t in tasks] == expected

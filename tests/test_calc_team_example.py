@@ -27,8 +27,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from agentlightning_autogen import TEAM_PARTICIPANTS, uninstrument
-from agentlightning_engine import EngineServer, TransformersEngine
-from agentlightning_engine.testing import ScriptedModel, load_smollm2_tokenizer
+from agentlightning_engine import EngineServer
+from agentlightning_engine.testing import load_smollm2_tokenizer, serve_scripted
 
 import agentlightning as agl
 from agentlightning import semconv
@@ -256,12 +256,7 @@ def expected(task: agl.Task) -> tuple[list[str], float]:
 
 @pytest.fixture(scope="module")
 def scripted_server() -> Iterator[EngineServer]:
-    tokenizer = load_smollm2_tokenizer()
-    model = ScriptedModel(tokenizer, scripted_reply)
-    with (
-        TransformersEngine(model, tokenizer=tokenizer, served_model_name="scripted", prompt_cache_mb=0) as engine,
-        engine.serve(port=0) as server,
-    ):
+    with serve_scripted(scripted_reply) as server:
         yield server
 
 

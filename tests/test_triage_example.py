@@ -26,8 +26,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from agentlightning_engine import EngineServer, TransformersEngine
-from agentlightning_engine.testing import ScriptedModel, load_smollm2_tokenizer
+from agentlightning_engine import EngineServer
+from agentlightning_engine.testing import load_smollm2_tokenizer, serve_scripted
 from agentlightning_openai_agents import HANDOFF_FROM, HANDOFF_TO, uninstrument
 from test_triage_dataset import MATH_QUESTION, parse_units
 
@@ -102,12 +102,7 @@ def expected(task: agl.Task) -> tuple[str | None, float]:
 
 @pytest.fixture(scope="module")
 def scripted_server() -> Iterator[EngineServer]:
-    tokenizer = load_smollm2_tokenizer()
-    model = ScriptedModel(tokenizer, scripted_reply)
-    with (
-        TransformersEngine(model, tokenizer=tokenizer, served_model_name="scripted", prompt_cache_mb=0) as engine,
-        engine.serve(port=0) as server,
-    ):
+    with serve_scripted(scripted_reply) as server:
         yield server
 
 

@@ -325,14 +325,7 @@ class BatchGenerator:
     def _run_prompts(self, sequences: list[Sequence]) -> _Rows:
         """Run the prompts of ``sequences`` (left-padded to the longest) through the model."""
         device = next(self.model.parameters()).device
-        width = max(len(s.prompt_token_ids) for s in sequences)
-        input_ids = torch.tensor(
-            [[self.pad_token_id] * (width - len(s.prompt_token_ids)) + s.prompt_token_ids for s in sequences],
-            device=device,
-        )
-        attention_mask = torch.tensor(
-            [[0] * (width - len(s.prompt_token_ids)) + [1] * len(s.prompt_token_ids) for s in sequences], device=device
-        )
+        input_ids, attention_mask = self._left_padded([s.prompt_token_ids for s in sequences], device)
         positions = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
         cache = _new_cache()
         logits = self._forward(
@@ -358,10 +351,7 @@ class BatchGenerator:
         for layer in cache.layers:  # every row starts from the prefix (the next update copies out of the view)
             layer.keys = layer.keys.expand(rows, -1, -1, -1)
             layer.values = layer.values.expand(rows, -1, -1, -1)
-        rests = [s.prompt_token_ids[shared:] for s in sequences]
-        width = max(len(rest) for rest in rests)
-        input_ids = torch.tensor([[self.pad_token_id] * (width - len(r)) + r for r in rests], device=device)
-        rest_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
+        input_ids, rest_mask = self._left_padded([s.prompt_token_ids[shared:] for s in sequences], device)
         attention_mask = torch.cat([rest_mask.new_ones((rows, shared)), rest_mask], dim=1)
         positions = shared + (rest_mask.cumsum(dim=-1) - 1).clamp(min=0)
         logits = self._forward(
@@ -369,6 +359,13 @@ class BatchGenerator:
         )
         self.prefix_tokens_shared += shared * (rows - 1)
         return _Rows(sequences, cache, attention_mask, positions[:, -1:], logits)
+
+    def _left_padded(self, token_ids: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``token_ids`` as one left-padded ``[rows, longest]`` tensor, and its attention mask (0 on padding)."""
+        width = max(len(ids) for ids in token_ids)
+        input_ids = torch.tensor([[self.pad_token_id] * (width - len(ids)) + ids for ids in token_ids], device=device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in token_ids], device=device)
+        return input_ids, mask
 
     def _step(self, rows: _Rows) -> _Rows | None:
         """Choose each row's next token from its logits, drop the rows that ended, and run the others one step."""
