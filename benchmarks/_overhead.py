@@ -54,14 +54,19 @@ def instant_model_server(script: str) -> Iterator[str]:
         child.wait()
 
 
-def held_tracer(store: Any) -> Any:
-    """A tracer that writes spans only when flushed: a benchmark flushes at the end of each timed round, so the
-    writing (validation, JSON, the store's insert) is timed with the round that recorded it, not spread over
-    whichever rounds the writer thread happens to run in. Writing in one go is, if anything, a little dearer
-    than the writer thread's usual batches, which can overlap the store's database work with the agent's."""
+def bench_tracer(store: Any, *, held: bool = False) -> Any:
+    """The tracer a benchmark records with. By default a runner's own (``Tracer(store)``, as ``agl.Runner`` makes
+    it): its writer thread writes the spans every 50 ms while the agent runs, so the store's database work (which
+    releases the GIL) can overlap the agent's where a second core is free, as in training. A benchmark flushes at
+    the end of each timed round, so a round's time includes writing all it recorded either way. With ``held``,
+    one that writes only when flushed, all at once at the end of the round, overlapping nothing: an upper bound
+    (``--held-writes``)."""
     from agentlightning.tracer import Tracer
 
-    return Tracer(store, flush_interval=3600, batch_size=1 << 30)
+    return Tracer(store, flush_interval=3600, batch_size=1 << 30) if held else Tracer(store)
+
+
+HELD_WRITES_HELP = "write the spans only when a round ends, overlapping nothing (an upper bound)"
 
 
 def rotated(cases: Any, index: int) -> list[Any]:

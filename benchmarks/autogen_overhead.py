@@ -23,8 +23,9 @@ rounds, medians):
   its agents exchange, which is most of a team run's spans whatever hooks there are.
 
 Agents and teams are reset after each run (timed, the same in every case). Each round runs in a rollout of its own,
-and its time includes writing the round's spans to the store (the tracer holds them until the round ends, see
-``_overhead.held_tracer``); what the hooks add is the median of the differences within a round (see
+and its time includes writing the round's spans to the store (the round ends with a flush; the tracer is a runner's
+own, whose writer overlaps the agent as in training, or with ``--held-writes`` one that writes only at the flush:
+see ``_overhead.bench_tracer``); what the hooks add is the median of the differences within a round (see
 ``_overhead.report``).
 """
 
@@ -41,7 +42,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from _overhead import held_tracer, report, rotated  # benchmarks/_overhead.py: how the overhead benchmarks print a case
+from _overhead import (
+    HELD_WRITES_HELP,
+    bench_tracer,
+    report,
+    rotated,
+)  # benchmarks/_overhead.py: how the overhead benchmarks print a case
 from agentlightning_autogen import (
     LOCAL_MODEL_INFO,
     LightningChatCompletionClient,
@@ -206,9 +212,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=60, help="runs per round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=25, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--held-writes", action="store_true", help=HELD_WRITES_HELP)
     args = parser.parse_args()
     store = agl.InMemoryStore()
-    tracer = held_tracer(store)
+    tracer = bench_tracer(store, held=args.held_writes)
     http_client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
     llm = agl.LLM(base_url="http://instant/v1", model="instant")
     single = AssistantAgent("solver", model_client=chat_completion_client(llm, http_client=http_client))

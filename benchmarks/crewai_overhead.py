@@ -18,8 +18,9 @@ With ``--http`` the instant model is a server on 127.0.0.1 in a process of its o
 what it costs an agent in production: a real HTTP request (the run is longer, and the listener's share smaller).
 
 CrewAI's own event handlers (its console formatter and the rest) run in its thread pool in every case. Each round
-runs in a rollout of its own, and its time includes writing the round's spans to the store (the tracer holds them
-until the round ends, see ``_overhead.held_tracer``); what the listener adds is the median of the differences
+runs in a rollout of its own, and its time includes writing the round's spans to the store (the round ends with a flush; the tracer is a runner's
+own, whose writer overlaps the agent as in training, or with ``--held-writes`` one that writes only at the flush:
+see ``_overhead.bench_tracer``); what the listener adds is the median of the differences
 within a round (see ``_overhead.report``).
 """
 
@@ -48,7 +49,7 @@ os.environ.update(
 )
 
 import httpx
-from _overhead import held_tracer, instant_model_server, report, rotated, serve_instant_model
+from _overhead import HELD_WRITES_HELP, bench_tracer, instant_model_server, report, rotated, serve_instant_model
 from agentlightning_crewai import LightningListener, crewai_llm, instrument, uninstrument
 from crewai import LLM, Agent, Crew, Task
 from crewai.events.event_bus import CrewAIEventsBus
@@ -160,7 +161,7 @@ def interleaved(
 
 def measure(args: argparse.Namespace, llm: LLM) -> None:
     store = agl.InMemoryStore()
-    tracer = held_tracer(store)
+    tracer = bench_tracer(store, held=args.held_writes)
     conversation: list[dict[str, Any]] = [{"role": "system", "content": "You are solver."}]
     for i in range(11):
         text = f"Message {i}: " + "some words of the conversation " * 8
@@ -239,6 +240,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30, help="LLM calls per round; crew runs are a fifth of it")
     parser.add_argument("--rounds", type=int, default=25, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--held-writes", action="store_true", help=HELD_WRITES_HELP)
     parser.add_argument("--http", action="store_true", help="the instant model as a server on 127.0.0.1")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the --http server's own process
     args = parser.parse_args()

@@ -16,9 +16,10 @@ With ``--http`` the model is ``ChatOpenAI`` talking to the same instant answers 
 of its own, so each LLM call also costs what it costs an agent in production: a real HTTP request through the
 ``openai`` client (the run is longer, and the handler's share smaller).
 
-Each round runs in a rollout of its own, and its time includes writing the round's spans to the store: the tracer
-holds them and writes them when the round ends (see ``_overhead.held_tracer``), so all that recording costs is
-counted where it belongs, however the writer thread's work would otherwise fall across rounds. The rounds of the
+Each round runs in a rollout of its own, and its time includes writing the
+round's spans to the store: the round ends with a flush, so all that recording costs is counted where it belongs.
+The tracer is a runner's own, whose writer thread writes while the agent runs as in training (``--held-writes``:
+one that writes only at the flush, overlapping nothing; see ``_overhead.bench_tracer``). The rounds of the
 three cases are interleaved and what the handler adds is the median of differences within a round: on a shared
 virtual machine the CPU's speed drifts by tens of percent within seconds, which a difference of sums over long
 stretches would take for overhead.
@@ -38,7 +39,8 @@ from typing import Any
 os.environ["LANGCHAIN_TRACING_V2"] = os.environ["LANGSMITH_TRACING"] = "false"
 
 from _overhead import (  # benchmarks/_overhead.py: how the overhead benchmarks measure and print a case
-    held_tracer,
+    HELD_WRITES_HELP,
+    bench_tracer,
     instant_model_server,
     report,
     rotated,
@@ -159,6 +161,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="LLM calls per round (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=20, help="agent runs per round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=35, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--held-writes", action="store_true", help=HELD_WRITES_HELP)
     parser.add_argument("--store", choices=["sqlite", "memory"], default="memory")
     parser.add_argument("--http", action="store_true", help="ChatOpenAI and the instant answers over HTTP")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the --http server's own process
@@ -184,7 +187,7 @@ async def measure(args: argparse.Namespace, make_model: Callable[[], BaseChatMod
         store: agl.LightningStore = (
             agl.SqliteStore(Path(tmp) / "t.db") if args.store == "sqlite" else agl.InMemoryStore()
         )
-        tracer = held_tracer(store)
+        tracer = bench_tracer(store, held=args.held_writes)
         handler = LightningCallbackHandler()
         configs: dict[str, Any] = {
             "none": {"metadata": {"agent_name": "bench"}},

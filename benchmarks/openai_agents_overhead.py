@@ -15,8 +15,9 @@ spans), with a do-nothing processor, and with ``LightningTracingProcessor`` (int
 With ``--http`` the instant model is a server on 127.0.0.1 in a process of its own, so each LLM call also costs
 what it costs an agent in production: a real HTTP request (the run is longer, and the processor's share smaller).
 
-Each round runs in a rollout of its own, and its time includes writing the round's spans to the store (the tracer
-holds them until the round ends, see ``_overhead.held_tracer``); what the processor adds is the median of the
+Each round runs in a rollout of its own, and its time includes writing the round's spans to the store (the round ends with a flush; the tracer is a runner's
+own, whose writer overlaps the agent as in training, or with ``--held-writes`` one that writes only at the flush:
+see ``_overhead.bench_tracer``); what the processor adds is the median of the
 differences within a round (see ``_overhead.report``).
 """
 
@@ -32,7 +33,8 @@ from typing import Any
 
 import httpx
 from _overhead import (  # benchmarks/_overhead.py: how the overhead benchmarks measure and print a case
-    held_tracer,
+    HELD_WRITES_HELP,
+    bench_tracer,
     instant_model_server,
     report,
     rotated,
@@ -143,6 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=60, help="runs per round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=25, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--held-writes", action="store_true", help=HELD_WRITES_HELP)
     parser.add_argument("--http", action="store_true", help="the instant model as a server on 127.0.0.1")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the --http server's own process
     args = parser.parse_args()
@@ -166,7 +169,7 @@ async def run(args: argparse.Namespace) -> None:
 
 async def measure(args: argparse.Namespace, model: Any) -> None:
     store = agl.InMemoryStore()
-    tracer = held_tracer(store)
+    tracer = bench_tracer(store, held=args.held_writes)
     processor = LightningTracingProcessor()
     single = Agent(name="solver", instructions="You are a solver.", model=model)
     math = Agent(name="math", instructions="You are math.", tools=[add], model=model)

@@ -297,3 +297,62 @@ async def test_spans_read_back_as_recorded_and_those_a_span_cannot_hold_are_drop
     assert by_name(spans, "tuple").attributes == {"words": ["a", "b"]}
     assert {s.name for s in spans} == {"agentlightning.rollout", "plain", "tuple"}
     assert tracer.dropped(rollout.attempt.attempt_id) == 3
+
+
+def test_a_records_json_reads_back_as_the_span_the_model_makes() -> None:
+    """The tracer writes a plainly valid record's JSON by hand; it must read back as the ``Span`` the pydantic model
+    makes of the same fields, whatever the record holds, and leave what is not plainly valid to the model."""
+    from agentlightning.tracer.tracer import SpanRecord, _encoded, _plain_record, _record_fields
+
+    def record(**changes: Any) -> SpanRecord:
+        fields: dict[str, Any] = {
+            "rollout_id": "ro-1",
+            "attempt_id": "at-1",
+            "name": "chat model",
+            "attributes": {"text": 'é ✓ "quoted"\n', "n": 3, "r": 0.1, "flag": False, "words": ["a"], "none": []},
+            "start_time": 1_700_000_000.123456,
+            "end_time": 1_700_000_001,
+            "trace_id": "0" * 31 + "1",
+            "span_id": "ab" * 8,
+            "parent_id": "cd" * 8,
+        }
+        return SpanRecord(**{**fields, **changes})
+
+    cases = [
+        record(),
+        record(parent_id=None, attributes={}),
+        record(name='a "name" \\ with ✓', rollout_id='ro-"odd"\\', attempt_id="at-~!"),
+        record(kind=agl.SpanKind.CLIENT, status=agl.StatusCode.ERROR, description='failed: "x"\n'),
+        record(kind="server", status="ok"),  # a record may hold the enums' values
+        record(events=[{"name": "e", "timestamp": 1_700_000_000.5, "attributes": {"k": "v"}}]),
+        record(start_time=0.0, end_time=1e-05),
+        record(attributes={"ratios": [0.5, 1.5], "flags": [True, False], "counts": [1, 2], "ratio": 2.5}),
+    ]
+    for case in cases:
+        encoded = _plain_record(case)
+        assert encoded is not None, case
+        assert (encoded.rollout_id, encoded.attempt_id, encoded.span_id) == (
+            case.rollout_id,
+            case.attempt_id,
+            case.span_id,
+        )
+        text = encoded.json
+        assert agl.Span.model_validate_json(text) == agl.Span.model_validate(_record_fields(case)), case
+    # Not plainly valid: the model decides (a tuple it takes as a list; a NaN it refuses).
+    assert _plain_record(record(attributes={"words": ("a", "b")})) is None
+    assert agl.Span.model_validate_json(
+        _encoded(_record_fields(record(attributes={"words": ("a", "b")}))).json
+    ).attributes == {"words": ["a", "b"]}
+    for bad in (
+        record(attributes={"r": float("nan")}),
+        record(attributes={"r": float("inf"), "text": "t"}),
+        record(attributes={"ratios": [0.5, float("nan")]}),
+        record(attributes={"values": [True, 1]}),  # a bool is not an int here
+        record(attributes={1: "a key that is no str"}),
+        record(attributes={"nested": {"a": 1}}),
+        record(span_id="not hex"),
+        record(start_time=-1.0),
+        record(name=3),
+        record(rollout_id="has space"),
+    ):
+        assert _plain_record(bad) is None

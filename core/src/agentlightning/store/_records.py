@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from itertools import repeat
+from operator import itemgetter
 
 from agentlightning.errors import AttemptNotFound, ResourcesNotFound, StoreError
 from agentlightning.store._database import Transaction
@@ -17,6 +19,10 @@ from agentlightning.store._transitions import touch_attempt
 from agentlightning.store.base import EncodedSpan
 from agentlightning.types import AnyResource, Resources, Span
 from agentlightning.types.resources import Resource
+
+# An EncodedSpan's span id and JSON (it is a named tuple).
+_SPAN_ID = itemgetter(2)
+_JSON = itemgetter(3)
 
 
 # --- spans -------------------------------------------------------------------------------------
@@ -33,12 +39,18 @@ def add_spans_op(
     sequence ids."""
 
     def op(txn: Transaction) -> list[int]:
+        if not spans:
+            return []
         now = time.time()
-        by_attempt: dict[str, list[int]] = {}
-        for index, span in enumerate(spans):
-            by_attempt.setdefault(span.attempt_id, []).append(index)
+        first_attempt = spans[0].attempt_id
+        by_attempt: dict[str, list[int] | range] = {}
+        if all(span.attempt_id == first_attempt for span in spans):  # the usual batch: one attempt's spans
+            by_attempt[first_attempt] = range(len(spans))
+        else:
+            for index, span in enumerate(spans):
+                by_attempt.setdefault(span.attempt_id, []).append(index)  # type: ignore[union-attr]
         sequence_ids = [0] * len(spans)
-        rows = []
+        rows: list[tuple[str, int, str, str]] = []
         for attempt_id, indices in by_attempt.items():
             row = get_attempt(txn, spans[indices[0]].rollout_id, attempt_id)
             for index in indices[1:]:
@@ -57,20 +69,27 @@ def add_spans_op(
                         (attempt_id, dumps([spans[i].span_id for i in indices])),
                     ).fetchall()
                 )
-            for index in indices:
-                span = spans[index]
-                if span.span_id in known:
-                    sequence_ids[index] = known[span.span_id]
-                    continue
-                given = given_ids[index] if given_ids is not None else None
-                if given is None:
-                    sequence_id = next_id
-                    next_id += 1
-                else:
-                    sequence_id = given
-                    next_id = max(next_id, sequence_id + 1)
-                known[span.span_id] = sequence_ids[index] = sequence_id
-                rows.append((attempt_id, sequence_id, span.span_id, span.json))
+            if given_ids is None and not known:  # new spans, numbered in order (made in C: one row per span)
+                numbers = range(next_id, next_id + len(indices))
+                ours = [spans[i] for i in indices]
+                rows += zip(repeat(attempt_id), numbers, map(_SPAN_ID, ours), map(_JSON, ours))
+                for index, number in zip(indices, numbers, strict=True):
+                    sequence_ids[index] = number
+            else:
+                for index in indices:
+                    span = spans[index]
+                    if span.span_id in known:
+                        sequence_ids[index] = known[span.span_id]
+                        continue
+                    given = given_ids[index] if given_ids is not None else None
+                    if given is None:
+                        sequence_id = next_id
+                        next_id += 1
+                    else:
+                        sequence_id = given
+                        next_id = max(next_id, sequence_id + 1)
+                    known[span.span_id] = sequence_ids[index] = sequence_id
+                    rows.append((attempt_id, sequence_id, span.span_id, span.json))
             if row.attempt.status in ACTIVE_ATTEMPT_STATUSES:
                 touch_attempt(txn, row, now, to_running=True)
         txn.conn.executemany("INSERT INTO spans (attempt_id, sequence_id, span_id, data) VALUES (?, ?, ?, ?)", rows)

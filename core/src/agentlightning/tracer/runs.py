@@ -27,6 +27,7 @@ was current before it). Whatever context still holds an ended run sees the right
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -116,6 +117,18 @@ class _CurrentRunSpan(NonRecordingSpan):
 _VIEW = _CurrentRunSpan()
 
 
+def _otel_context_variable() -> tuple[ContextVar[Any], str] | None:
+    """OpenTelemetry's own context variable and the key of the current span in it, where its runtime context is
+    the standard one (``contextvars``): entering a run reads them directly, instead of through the four calls of
+    ``trace.get_current_span()``. ``None`` (and the public calls) with any other runtime context."""
+    variable = getattr(getattr(otel_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    key = getattr(trace.propagation, "_SPAN_KEY", None)
+    return (variable, key) if isinstance(variable, ContextVar) and isinstance(key, str) else None
+
+
+_OTEL = _otel_context_variable()
+
+
 def _settled(span: trace.Span) -> trace.Span | None:
     """``span``, or if it is the view and all its runs have ended, the span that was current before them: what a
     run stores to fall back on, so that runs made one after another in one context never chain up."""
@@ -140,7 +153,10 @@ def enter_run(run: Run) -> None:
     if outer is not None and outer.ended:  # (tested first: entering a run runs for every span)
         outer = _live(outer)
     run.outer_run = outer
-    current = trace.get_current_span()
+    # Inside a recorded run the view is current already (the common case, read directly); else ask OpenTelemetry.
+    current = _OTEL[0].get().get(_OTEL[1]) if _OTEL is not None else None
+    if current is not _VIEW:
+        current = trace.get_current_span()
     if outer is None:
         run.outer_span = _settled(current)
     if current is not _VIEW:

@@ -1,0 +1,116 @@
+"""What agentlightning-langchain's callback handler adds to an agent run, in machine instructions: a figure free of
+the timing noise of a shared virtual machine.
+
+    python benchmarks/langchain_instructions.py [--runs 40]
+
+Needs valgrind (``apt install valgrind``). The run is ``langchain_overhead.py``'s: a ``create_agent`` agent over a
+zero-latency chat model (2 LLM calls, 2 parallel tool calls, 9 spans), inside an active rollout with a real Tracer
+over an in-memory store, with no handler, a do-nothing handler and ``LightningCallbackHandler``. Each case runs in a
+process of its own under valgrind's instruction counter (cachegrind, no cache simulation), once with ``--runs``
+agent runs and once with none; the difference over ``--runs`` is the instructions of one run, whatever the process
+spent starting. Every thread counts: the agent's, the tracer's writer (the spans' JSON) and the store's database
+thread (SQLite's inserts); the tracer writes when the runs end, so each process writes all it recorded.
+
+Instructions are not time (they leave out cache misses, thread hand-offs and the machine's own speed), but two runs
+of this script agree to about 1-2 % of a case, where timed rounds on the same machine scatter by ±10 %: it is the
+figure to compare two versions of the code by. A run takes about a minute per 40 runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+CASES = {"none": "no handler", "nothing": "a do-nothing handler", "lightning": "LightningCallbackHandler"}
+
+
+def child(case: str, runs: int) -> None:
+    """The measured process: warm up, then ``runs`` agent runs of ``case``, their spans written."""
+    os.environ["LANGCHAIN_TRACING_V2"] = os.environ["LANGSMITH_TRACING"] = "false"
+    from agentlightning_langchain import LightningCallbackHandler
+    from langchain.agents import create_agent
+    from langchain_core.messages import HumanMessage
+    from langchain_overhead import DoNothing, InstantModel, lookup
+
+    import agentlightning as agl
+    from agentlightning.tracer import Tracer
+
+    config: dict[str, object] = {"metadata": {"agent_name": "bench"}}
+    if case != "none":
+        config["callbacks"] = [DoNothing() if case == "nothing" else LightningCallbackHandler()]
+    agent = create_agent(InstantModel(), tools=[lookup], name="bench")
+    inputs = {"messages": [HumanMessage("What are the values of a and b?")]}
+
+    async def main() -> None:
+        store = agl.InMemoryStore()
+        tracer = Tracer(store, flush_interval=3600, batch_size=1 << 30)  # writes at the flushes only
+        rollout = await store.start_rollout(agl.RolloutRequest(input="bench"))
+        with tracer.trace_sync(rollout.rollout_id, rollout.attempt.attempt_id):
+            for _ in range(3):  # warm-up: first calls fill caches, in every process alike
+                agent.invoke(inputs, config)
+            await tracer.flush()
+            for _ in range(runs):
+                agent.invoke(inputs, config)
+            await tracer.flush()
+        tracer.close()
+        await store.close()
+
+    asyncio.run(main())
+
+
+def instructions(case: str, runs: int) -> int:
+    """Instructions executed by a child process running ``runs`` agent runs of ``case``."""
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            "--child",
+            case,
+            "--runs",
+            str(runs),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"valgrind run of {case!r} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=40, help="agent runs per measured process (default: %(default)s)")
+    parser.add_argument("--child", choices=list(CASES), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.runs)
+        return
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt install valgrind); it counts the instructions this reports.")
+    per_run: dict[str, float] = {}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the two processes of a case side by side
+        for case in CASES:
+            with_runs, without = pool.map(lambda n, c=case: instructions(c, n), (args.runs, 0))
+            per_run[case] = (with_runs - without) / args.runs
+            print(f"  {CASES[case]:28s} {per_run[case] / 1e6:8.3f} M instructions per run", flush=True)
+    ours = per_run["lightning"]
+    for base, over in (("nothing", "over the do-nothing one"), ("none", "over none")):
+        added = ours - per_run[base]
+        print(f"  it adds {added / 1e3:8.0f} k instructions per run {over}, {added / ours * 100:.1f} % of the run")
+
+
+if __name__ == "__main__":
+    main()
