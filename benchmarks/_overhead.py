@@ -56,17 +56,17 @@ def instant_model_server(script: str) -> Iterator[str]:
 
 def bench_tracer(store: Any, *, held: bool = False) -> Any:
     """The tracer a benchmark records with. By default a runner's own (``Tracer(store)``, as ``agl.Runner`` makes
-    it): its writer thread writes the spans every 50 ms while the agent runs, so the store's database work (which
+    it): its writer thread writes the spans every 0.5 s while the agent runs, so the store's database work (which
     releases the GIL) can overlap the agent's where a second core is free, as in training. A benchmark flushes at
     the end of each timed round, so a round's time includes writing all it recorded either way. With ``held``,
-    one that writes only when flushed, all at once at the end of the round, overlapping nothing: an upper bound
-    (``--held-writes``)."""
+    one that writes only when flushed, all at once at the end of the round (``--held-writes``: how these
+    benchmarks measured before)."""
     from agentlightning.tracer import Tracer
 
     return Tracer(store, flush_interval=3600, batch_size=1 << 30) if held else Tracer(store)
 
 
-HELD_WRITES_HELP = "write the spans only when a round ends, overlapping nothing (an upper bound)"
+HELD_WRITES_HELP = "write the spans only when a round ends (how these benchmarks measured before)"
 
 
 def rotated(cases: Any, index: int) -> list[Any]:
