@@ -302,7 +302,7 @@ async def test_spans_read_back_as_recorded_and_those_a_span_cannot_hold_are_drop
 def test_a_records_json_reads_back_as_the_span_the_model_makes() -> None:
     """The tracer writes a plainly valid record's JSON by hand; it must read back as the ``Span`` the pydantic model
     makes of the same fields, whatever the record holds, and leave what is not plainly valid to the model."""
-    from agentlightning.tracer.tracer import SpanRecord, _encoded, _plain_record, _record_fields
+    from agentlightning.tracer._encoding import SpanRecord, _encoded, _plain_record, _record_fields
 
     def record(**changes: Any) -> SpanRecord:
         fields: dict[str, Any] = {

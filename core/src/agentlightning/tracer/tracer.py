@@ -6,10 +6,8 @@ Two ways in, one queue:
   which this tracer installs on the global OpenTelemetry tracer provider.
 
 A writer thread drains the queue every ``flush_interval`` seconds (0.5 s; or sooner when ``batch_size``
-records wait, or a flush asks), turns records into the store's JSON and calls ``add_encoded_spans``. A record whose fields are
-plainly what a :class:`~agentlightning.Span` accepts (the integrations' and emitters' records) is checked and
-its JSON put together around one call of pydantic's JSON writer (:func:`_plain_record`); any other goes through the
-pydantic model, which decides whether it is valid. Either way the stored JSON reads back as the same ``Span``.
+records wait, or a flush asks), turns records into the store's JSON (see ``_encoding``: checked by hand where
+they are plainly valid, by the ``Span`` model otherwise) and calls ``add_encoded_spans``.
 A batch the store refuses is retried, then split per attempt; only what still fails is dropped, and
 every dropped span is logged and counted per attempt (the runner records the count on the attempt,
 and ``StoreStatistics.spans_dropped`` adds them up). Nothing is dropped silently.
@@ -20,16 +18,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import logging
-import random
-import re
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-import pydantic_core
 from pydantic import ValidationError
 
 from agentlightning import semconv
@@ -37,7 +30,14 @@ from agentlightning._background import guard_background_loop
 from agentlightning.errors import StoreError, StoreUnavailable
 from agentlightning.store.base import EncodedSpan
 from agentlightning.tracer._context import ACTIVE, ActiveRollout
-from agentlightning.types import Span, SpanKind, StatusCode
+from agentlightning.tracer._encoding import (
+    SpanRecord,
+    _encoded,
+    _otel_fields,
+    _OtelRecord,
+    _plain_record,
+    _record_fields,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -49,36 +49,6 @@ __all__ = ["Tracer", "SpanRecord"]
 
 log = logging.getLogger("agentlightning.tracer")
 
-_KINDS = {0: SpanKind.INTERNAL, 1: SpanKind.SERVER, 2: SpanKind.CLIENT, 3: SpanKind.PRODUCER, 4: SpanKind.CONSUMER}
-_STATUS = {0: StatusCode.UNSET, 1: StatusCode.OK, 2: StatusCode.ERROR}
-
-
-@dataclass(slots=True)
-class SpanRecord:
-    """A span as the emitters record it: cheap to make on the agent's thread, validated by the writer."""
-
-    rollout_id: str
-    attempt_id: str
-    name: str
-    attributes: dict[str, Any]
-    start_time: float
-    end_time: float
-    trace_id: str
-    span_id: str
-    parent_id: str | None
-    status: StatusCode = StatusCode.UNSET
-    description: str | None = None
-    # A tuple when empty (most records): nothing more for the garbage collector to track while records wait.
-    events: Sequence[dict[str, Any]] = ()
-    kind: SpanKind = SpanKind.INTERNAL
-
-
-@dataclass(slots=True)
-class _OtelRecord:
-    rollout_id: str
-    attempt_id: str
-    span: ReadableSpan
-
 
 class _FlushMarker:
     __slots__ = ("future", "loop")
@@ -86,286 +56,6 @@ class _FlushMarker:
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future[None] = self.loop.create_future()
-
-
-def _hex_id(bits: int) -> str:
-    return f"{random.getrandbits(bits):0{bits // 4}x}"
-
-
-def _otel_attributes(attributes: Any) -> dict[str, Any]:
-    # OpenTelemetry keeps sequences as tuples; a Span holds lists.
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in (attributes or {}).items()}
-
-
-# Enums as their values: pydantic's JSON writer takes a few µs per enum member it meets.
-_VALUES: dict[Any, str] = {member: member.value for member in (*SpanKind, *StatusCode)}
-
-
-def _record_fields(record: SpanRecord) -> dict[str, Any]:
-    """An emitter's or integration's record as the fields of a :class:`~agentlightning.Span`."""
-    return {
-        "rollout_id": record.rollout_id,
-        "attempt_id": record.attempt_id,
-        "trace_id": record.trace_id,
-        "span_id": record.span_id,
-        "parent_id": record.parent_id,
-        "name": record.name,
-        "kind": _VALUES.get(record.kind, record.kind),
-        "start_time": record.start_time,
-        "end_time": record.end_time,
-        "attributes": record.attributes,
-        "events": list(record.events),
-        "links": [],
-        "status": {"status_code": _VALUES.get(record.status, record.status), "description": record.description},
-        "resource": {},
-    }
-
-
-def _otel_fields(record: _OtelRecord) -> dict[str, Any]:
-    """An OpenTelemetry span as the fields of a :class:`~agentlightning.Span`."""
-    otel = record.span
-    context = otel.context
-    parent = otel.parent
-    status = otel.status
-    return {
-        "rollout_id": record.rollout_id,
-        "attempt_id": record.attempt_id,
-        "trace_id": f"{context.trace_id:032x}" if context else _hex_id(128),
-        "span_id": f"{context.span_id:016x}" if context else _hex_id(64),
-        "parent_id": f"{parent.span_id:016x}" if parent is not None else None,
-        "name": otel.name,
-        "kind": _KINDS.get(otel.kind.value, SpanKind.INTERNAL).value,
-        "start_time": (otel.start_time or 0) / 1e9,
-        "end_time": (otel.end_time or otel.start_time or 0) / 1e9,
-        "attributes": _otel_attributes(otel.attributes),
-        "events": [
-            {"name": e.name, "timestamp": e.timestamp / 1e9, "attributes": _otel_attributes(e.attributes)}
-            for e in otel.events
-        ],
-        "links": [
-            {
-                "trace_id": f"{ln.context.trace_id:032x}",
-                "span_id": f"{ln.context.span_id:016x}",
-                "attributes": _otel_attributes(ln.attributes),
-            }
-            for ln in otel.links
-        ],
-        "status": {
-            "status_code": _STATUS.get(status.status_code.value, StatusCode.UNSET).value,
-            "description": status.description,
-        },
-        "resource": _otel_attributes(otel.resource.attributes),
-    }
-
-
-_HEX32 = re.compile(r"[0-9a-f]{32}").fullmatch
-_HEX16 = re.compile(r"[0-9a-f]{16}").fullmatch
-_PRINTABLE_ID = re.compile(r"[\x21-\x7e]{1,256}").fullmatch  # what Span requires of rollout and attempt ids
-_PLAIN = frozenset((str, bool, int, float))
-_NUMBERS = frozenset((float, int))
-# The enums' members and their values (a str enum's member hashes by its name, not as its value).
-_KIND_VALUES = frozenset([*SpanKind, *(kind.value for kind in SpanKind)])
-_STATUS_VALUES = frozenset([*StatusCode, *(code.value for code in StatusCode)])
-_EVENT_KEYS = frozenset(("name", "timestamp", "attributes"))
-_LINK_KEYS = frozenset(("trace_id", "span_id", "attributes"))
-
-
-@functools.lru_cache(maxsize=1024)
-def _valid_id(value: object) -> bool:
-    # A tracer sees the same few ids again and again.
-    return isinstance(value, str) and _PRINTABLE_ID(value) is not None
-
-
-def _time(value: object) -> bool:
-    return type(value) in _NUMBERS and 0 <= value <= 1e11  # type: ignore[operator]  # (NaN fails the comparison)
-
-
-_STR = frozenset((str,))
-_SCALARS = frozenset((str, bool, int))
-_ALLOWED = frozenset((str, bool, int, float, list))
-
-
-def _plain_attributes(attributes: object) -> bool:
-    """A dict whose keys are ``str`` and values ``str``, ``bool``, ``int`` or finite ``float``, or a list of one of
-    them."""
-    if type(attributes) is not dict:
-        return False
-    # The types of all keys and all values, each in one pass in C; only floats and lists are then looked at one by
-    # one (this runs for every span written, and most attributes are text and numbers).
-    kinds = set(map(type, attributes.values()))
-    if kinds <= _SCALARS:
-        return not attributes or set(map(type, attributes)) <= _STR
-    if not kinds <= _ALLOWED or not set(map(type, attributes)) <= _STR:
-        return False
-    for value in attributes.values():
-        kind = type(value)
-        if kind is float:
-            if value - value != 0.0:  # NaN or infinite
-                return False
-        elif kind is list and value:
-            first = type(value[0])
-            if first not in _PLAIN or any(type(v) is not first for v in value):
-                return False
-            if first is float and any(v - v != 0.0 for v in value):
-                return False
-    return True
-
-
-def _plain_events(events: Any) -> bool:
-    return all(
-        type(event) is dict
-        and event.keys() == _EVENT_KEYS
-        and type(event["name"]) is str
-        and _time(event["timestamp"])
-        and _plain_attributes(event["attributes"])
-        for event in events
-    )
-
-
-def _plainly_valid(fields: dict[str, Any]) -> bool:
-    """Whether ``fields`` are plainly what :class:`~agentlightning.Span` accepts, checked directly (the spans the
-    project records always are). ``False`` means only "let pydantic judge"."""
-    parent_id, status, events, links = fields["parent_id"], fields["status"], fields["events"], fields["links"]
-    return bool(
-        type(fields["name"]) is str
-        and _time(fields["start_time"])
-        and _time(fields["end_time"])
-        and fields["kind"] in _KIND_VALUES
-        and status["status_code"] in _STATUS_VALUES
-        and (status["description"] is None or type(status["description"]) is str)
-        and _valid_id(fields["rollout_id"])
-        and _valid_id(fields["attempt_id"])
-        and _HEX32(fields["trace_id"])
-        and _HEX16(fields["span_id"])
-        and (parent_id is None or _HEX16(parent_id))
-        and _plain_attributes(fields["attributes"])
-        and _plain_attributes(fields["resource"])
-        and (not events or _plain_events(events))
-        and (
-            not links
-            or all(
-                type(link) is dict
-                and link.keys() == _LINK_KEYS
-                and _HEX32(link["trace_id"])
-                and _HEX16(link["span_id"])
-                and _plain_attributes(link["attributes"])
-                for link in links
-            )
-        )
-    )
-
-
-def _encoded(fields: dict[str, Any]) -> EncodedSpan:
-    """The span ``fields`` describe, as the store's JSON. Fields that are plainly valid are written as they are
-    with pydantic's JSON writer and no model (several times cheaper than making and serialising a ``Span``; the
-    JSON reads back as the same ``Span``); any others go through the ``Span`` model, which decides.
-
-    Raises:
-        ValidationError: the fields are not a valid span.
-    """
-    if _plainly_valid(fields):
-        try:
-            text = pydantic_core.to_json(fields).decode()
-            return EncodedSpan(fields["rollout_id"], fields["attempt_id"], fields["span_id"], text)
-        except (pydantic_core.PydanticSerializationError, UnicodeDecodeError):  # say, a lone surrogate in a str
-            pass
-    return EncodedSpan.of(Span.model_validate(fields))
-
-
-@functools.lru_cache(maxsize=1024)
-def _json_text(value: str) -> str:
-    # Span names recur: each is written as JSON once.
-    return pydantic_core.to_json(value).decode()
-
-
-@functools.lru_cache(maxsize=1024)
-def _attempt_json(rollout_id: str, attempt_id: str) -> str | None:
-    """How the JSON of every span of this attempt begins, up to its trace id; ``None`` where an id is not what a
-    ``Span`` accepts. A tracer writes the spans of a few attempts at a time."""
-    if not (_PRINTABLE_ID(rollout_id) and _PRINTABLE_ID(attempt_id)):
-        return None
-    return f'{{"rollout_id":{_json_text(rollout_id)},"attempt_id":{_json_text(attempt_id)},"trace_id":"'
-
-
-# A record's kind (member or value) as the JSON between the span's name and its start time; its status as the JSON
-# between its attributes and its description (with no events: a record with some has them put in).
-_KIND_JSON = {key: f',"kind":"{kind.value}","start_time":' for kind in SpanKind for key in (kind, kind.value)}
-_NO_EVENTS = ',"events":[]'
-_STATUS_JSON = {
-    key: f'{_NO_EVENTS},"links":[],"status":{{"status_code":"{code.value}","description":'
-    for code in StatusCode
-    for key in (code, code.value)
-}
-
-
-def _plain_record(record: SpanRecord) -> EncodedSpan | None:
-    """A record as the store's JSON, written by hand when its fields are plainly valid (the checks of
-    :func:`_plainly_valid`, on the record itself); ``None`` for any other, which the ``Span`` model judges.
-
-    The record's own parts are put around one call of pydantic's JSON writer for its times and attributes: a
-    fraction of the cost of building the fields' dict and writing it whole, for every span the integrations and
-    emitters record. The JSON reads back as the same ``Span`` (the tests compare both ways).
-    """
-    rollout_id, attempt_id, start, end, parent_id, description, events = (
-        record.rollout_id,
-        record.attempt_id,
-        record.start_time,
-        record.end_time,
-        record.parent_id,
-        record.description,
-        record.events,
-    )
-    begins = _attempt_json(rollout_id, attempt_id) if type(rollout_id) is str and type(attempt_id) is str else None
-    kind = _KIND_JSON.get(record.kind)
-    status = _STATUS_JSON.get(record.status)
-    if not (
-        begins is not None
-        and kind is not None
-        and status is not None
-        and type(record.name) is str
-        and type(start) in _NUMBERS
-        and 0 <= start <= 1e11  # (NaN fails the comparison)
-        and type(end) in _NUMBERS
-        and 0 <= end <= 1e11
-        and (description is None or type(description) is str)
-        and _HEX32(record.trace_id)
-        and _HEX16(record.span_id)
-        and (parent_id is None or _HEX16(parent_id))
-        and _plain_attributes(record.attributes)
-        and (not events or _plain_events(events))
-    ):
-        return None
-    try:
-        # One call of the JSON writer for the times and the attributes (it writes floats several times faster
-        # than repr); neither a number nor the start of an object holds a comma, so the first two split them.
-        written = pydantic_core.to_json((start, end, record.attributes)).decode()
-        first = written.index(",")
-        second = written.index(",", first + 1)
-        if events:
-            status = f',"events":{pydantic_core.to_json(list(events)).decode()}{status[len(_NO_EVENTS) :]}'
-        # One join: the pieces are copied once (an LLM call's attributes run to kilobytes).
-        text = "".join(
-            (
-                begins,
-                record.trace_id,
-                '","span_id":"',
-                record.span_id,
-                '","parent_id":null,"name":' if parent_id is None else f'","parent_id":"{parent_id}","name":',
-                _json_text(record.name),
-                kind,
-                written[1:first],
-                ',"end_time":',
-                written[first + 1 : second],
-                ',"attributes":',
-                written[second + 1 : -1],
-                status,
-                "null" if description is None else pydantic_core.to_json(description).decode(),
-                '},"resource":{}}',
-            )
-        )
-    except (pydantic_core.PydanticSerializationError, UnicodeDecodeError):  # say, a lone surrogate in a str
-        return None
-    return EncodedSpan(rollout_id, attempt_id, record.span_id, text)
 
 
 class _StoreSpanProcessor:
