@@ -21,11 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import shutil
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
+
+from _instructions import report, require_valgrind  # benchmarks/_instructions.py: the valgrind runs
 
 CASES = {"none": "no handler", "nothing": "a do-nothing handler", "lightning": "LightningCallbackHandler"}
 
@@ -64,30 +61,6 @@ def child(case: str, runs: int) -> None:
     asyncio.run(main())
 
 
-def instructions(case: str, runs: int) -> int:
-    """Instructions executed by a child process running ``runs`` agent runs of ``case``."""
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            "--cachegrind-out-file=/dev/null",
-            sys.executable,
-            __file__,
-            "--child",
-            case,
-            "--runs",
-            str(runs),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"valgrind run of {case!r} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return int(found.group(1).replace(",", ""))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=40, help="agent runs per measured process (default: %(default)s)")
@@ -98,18 +71,8 @@ def main() -> None:
         return
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (apt install valgrind); it counts the instructions this reports.")
-    per_run: dict[str, float] = {}
-    with ThreadPoolExecutor(max_workers=2) as pool:  # the two processes of a case side by side
-        for case in CASES:
-            with_runs, without = pool.map(lambda n, c=case: instructions(c, n), (args.runs, 0))
-            per_run[case] = (with_runs - without) / args.runs
-            print(f"  {CASES[case]:28s} {per_run[case] / 1e6:8.3f} M instructions per run", flush=True)
-    ours = per_run["lightning"]
-    for base, over in (("nothing", "over the do-nothing one"), ("none", "over none")):
-        added = ours - per_run[base]
-        print(f"  it adds {added / 1e3:8.0f} k instructions per run {over}, {added / ours * 100:.1f} % of the run")
+    require_valgrind()
+    report("One agent run (create_agent: 2 LLM calls, 2 parallel tool calls, 9 spans)", __file__, CASES, args.runs)
 
 
 if __name__ == "__main__":

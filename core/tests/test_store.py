@@ -10,6 +10,7 @@ from conftest import make_span
 
 import agentlightning as agl
 from agentlightning import AttemptStatus, RolloutStatus
+from agentlightning.store.base import EncodedSpan
 
 pytestmark = pytest.mark.asyncio
 
@@ -335,6 +336,22 @@ async def test_spans_are_numbered_in_order_and_resending_does_not_duplicate(stor
     assert [s.sequence_id for s in got_spans] == [1, 2, 3, 4, 5]
     assert got_spans[1].attributes == {"index": 1, "tokens": [1, 2, 3], "score": 0.5, "ok": True}
     assert got_spans[0] == spans[0].model_copy(update={"sequence_id": 1})
+
+
+async def test_resent_encoded_spans_keep_their_numbers(store: agl.LightningStore) -> None:
+    """The tracer's path: a batch resent after a lost acknowledgement, and a span twice in one batch, are stored once."""
+    await store.enqueue_rollout("x")
+    got = await store.dequeue_rollout()
+    assert got is not None
+    rid, aid = got.rollout_id, got.attempt.attempt_id
+    encoded = [EncodedSpan.of(make_span(rid, aid, f"s{i}")) for i in range(5)]
+    assert await store.add_encoded_spans(encoded[:3]) == [1, 2, 3]
+    assert await store.add_encoded_spans(encoded[2:]) == [3, 4, 5]
+    assert await store.add_encoded_spans(encoded[:2]) == [1, 2]
+    again = EncodedSpan.of(make_span(rid, aid, "s5"))
+    assert await store.add_encoded_spans([again, again]) == [6, 6]
+    got_spans = await store.query_spans(rid)
+    assert [(s.name, s.sequence_id) for s in got_spans] == [(f"s{i}", i + 1) for i in range(6)]
 
 
 async def test_spans_of_each_attempt_and_of_the_latest(store: agl.LightningStore) -> None:

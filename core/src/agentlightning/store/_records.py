@@ -6,6 +6,7 @@ The functions taking a :class:`Transaction` run inside the database thread (see 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from itertools import repeat
@@ -41,61 +42,80 @@ def add_spans_op(
     def op(txn: Transaction) -> list[int]:
         if not spans:
             return []
-        now = time.time()
-        first_attempt = spans[0].attempt_id
-        by_attempt: dict[str, list[int] | range] = {}
-        if all(span.attempt_id == first_attempt for span in spans):  # the usual batch: one attempt's spans
-            by_attempt[first_attempt] = range(len(spans))
-        else:
-            for index, span in enumerate(spans):
-                by_attempt.setdefault(span.attempt_id, []).append(index)  # type: ignore[union-attr]
-        sequence_ids = [0] * len(spans)
-        rows: list[tuple[str, int, str, str]] = []
-        for attempt_id, indices in by_attempt.items():
-            row = get_attempt(txn, spans[indices[0]].rollout_id, attempt_id)
-            for index in indices[1:]:
-                if spans[index].rollout_id != row.attempt.rollout_id:
-                    raise AttemptNotFound(spans[index].rollout_id, attempt_id)
-            next_id = txn.conn.execute(
-                "SELECT COALESCE(MAX(sequence_id), 0) + 1 FROM spans WHERE attempt_id = ?", (attempt_id,)
-            ).fetchone()[0]
-            # Spans already stored (a resent batch) keep their number; an attempt without spans has none.
-            known: dict[str, int] = {}
-            if next_id > 1:
-                known = dict(
-                    txn.conn.execute(
-                        "SELECT span_id, sequence_id FROM spans WHERE attempt_id = ? "
-                        "AND span_id IN (SELECT value FROM json_each(?))",
-                        (attempt_id, dumps([spans[i].span_id for i in indices])),
-                    ).fetchall()
-                )
-            if given_ids is None and not known:  # new spans, numbered in order (made in C: one row per span)
-                numbers = range(next_id, next_id + len(indices))
-                ours = [spans[i] for i in indices]
-                rows += zip(repeat(attempt_id), numbers, map(_SPAN_ID, ours), map(_JSON, ours))
-                for index, number in zip(indices, numbers, strict=True):
-                    sequence_ids[index] = number
-            else:
-                for index in indices:
-                    span = spans[index]
-                    if span.span_id in known:
-                        sequence_ids[index] = known[span.span_id]
-                        continue
-                    given = given_ids[index] if given_ids is not None else None
-                    if given is None:
-                        sequence_id = next_id
-                        next_id += 1
-                    else:
-                        sequence_id = given
-                        next_id = max(next_id, sequence_id + 1)
-                    known[span.span_id] = sequence_ids[index] = sequence_id
-                    rows.append((attempt_id, sequence_id, span.span_id, span.json))
-            if row.attempt.status in ACTIVE_ATTEMPT_STATUSES:
-                touch_attempt(txn, row, now, to_running=True)
-        txn.conn.executemany("INSERT INTO spans (attempt_id, sequence_id, span_id, data) VALUES (?, ?, ?, ?)", rows)
-        return sequence_ids
+        if given_ids is not None:
+            return _add_spans(txn, spans, given_ids, resent=True)
+        # New spans (the tracer's and the gateway's batches) are written without first looking up whether the attempt
+        # holds any of them: a resent batch (its acknowledgement lost) breaks the unique span id index, and only then
+        # is it written again with the lookup (spans already stored keep their number).
+        txn.conn.execute("SAVEPOINT new_spans")
+        try:
+            return _add_spans(txn, spans, None, resent=False)
+        except sqlite3.IntegrityError:
+            txn.conn.execute("ROLLBACK TO new_spans")
+            return _add_spans(txn, spans, None, resent=True)
+        finally:
+            txn.conn.execute("RELEASE new_spans")
 
     return op
+
+
+def _add_spans(
+    txn: Transaction, spans: list[EncodedSpan], given_ids: list[int | None] | None, resent: bool
+) -> list[int]:
+    """Number and insert ``spans``; with ``resent``, those the attempt holds already keep their number instead."""
+    now = time.time()
+    first_attempt = spans[0].attempt_id
+    by_attempt: dict[str, list[int] | range] = {}
+    if all(span.attempt_id == first_attempt for span in spans):  # the usual batch: one attempt's spans
+        by_attempt[first_attempt] = range(len(spans))
+    else:
+        for index, span in enumerate(spans):
+            by_attempt.setdefault(span.attempt_id, []).append(index)  # type: ignore[union-attr]
+    sequence_ids = [0] * len(spans)
+    rows: list[tuple[str, int, str, str]] = []
+    for attempt_id, indices in by_attempt.items():
+        row = get_attempt(txn, spans[indices[0]].rollout_id, attempt_id)
+        for index in indices[1:]:
+            if spans[index].rollout_id != row.attempt.rollout_id:
+                raise AttemptNotFound(spans[index].rollout_id, attempt_id)
+        next_id = txn.conn.execute(
+            "SELECT COALESCE(MAX(sequence_id), 0) + 1 FROM spans WHERE attempt_id = ?", (attempt_id,)
+        ).fetchone()[0]
+        # Spans already stored (a resent batch) keep their number; an attempt without spans has none.
+        known: dict[str, int] = {}
+        if resent and next_id > 1:
+            known = dict(
+                txn.conn.execute(
+                    "SELECT span_id, sequence_id FROM spans WHERE attempt_id = ? "
+                    "AND span_id IN (SELECT value FROM json_each(?))",
+                    (attempt_id, dumps([spans[i].span_id for i in indices])),
+                ).fetchall()
+            )
+        if not resent:  # new spans, numbered in order (made in C: one row per span)
+            numbers = range(next_id, next_id + len(indices))
+            ours = [spans[i] for i in indices]
+            rows += zip(repeat(attempt_id), numbers, map(_SPAN_ID, ours), map(_JSON, ours))
+            for index, number in zip(indices, numbers, strict=True):
+                sequence_ids[index] = number
+        else:  # (a span twice in the batch is written once, both given its number)
+            for index in indices:
+                span = spans[index]
+                if span.span_id in known:
+                    sequence_ids[index] = known[span.span_id]
+                    continue
+                given = given_ids[index] if given_ids is not None else None
+                if given is None:
+                    sequence_id = next_id
+                    next_id += 1
+                else:
+                    sequence_id = given
+                    next_id = max(next_id, sequence_id + 1)
+                known[span.span_id] = sequence_ids[index] = sequence_id
+                rows.append((attempt_id, sequence_id, span.span_id, span.json))
+        if row.attempt.status in ACTIVE_ATTEMPT_STATUSES:
+            touch_attempt(txn, row, now, to_running=True)
+    txn.conn.executemany("INSERT INTO spans (attempt_id, sequence_id, span_id, data) VALUES (?, ?, ?, ?)", rows)
+    return sequence_ids
 
 
 def numbered(spans: list[Span], sequence_ids: list[int]) -> list[Span]:
