@@ -10,12 +10,16 @@ to compare two versions of the code by.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import inspect
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 
 def instructions(script: str, child_args: Sequence[str]) -> int:
@@ -65,3 +69,45 @@ def report(title: str, script: str, cases: dict[str, str], runs: int, extra: Seq
     for base, over in (("nothing", "over the do-nothing one"), ("none", "over none")):
         added = ours - got[base]
         print(f"  it adds {added / 1e3:8.0f} k instructions per run {over}, {added / ours * 100:.1f} % of the run")
+
+
+def main(doc: str | None, script: str, cases: dict[str, str], runs: dict[str, str], child: Callable[..., None]) -> None:
+    """A benchmark's command line: ``--runs N`` measures each of ``runs`` (name -> title) for every case; the
+    measured children call ``child(case, runs, name)``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=40, help="agent runs per measured process (default: %(default)s)")
+    parser.add_argument("--child", choices=list(cases), help=argparse.SUPPRESS)
+    parser.add_argument("--which", choices=list(runs), default=next(iter(runs)), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.runs, args.which)
+        return
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    require_valgrind()
+    for which, title in runs.items():
+        report(title, script, cases, args.runs, ["--which", which])
+
+
+def run_recorded(run: Callable[[], Any], runs: int) -> None:
+    """What a measured child does: inside an active rollout (a Tracer over an in-memory store, writing at its flushes
+    only), 3 warm-up runs (first calls fill caches, in every process alike), their spans written, then ``runs`` runs
+    and their spans. ``run`` makes one agent run (a coroutine function, or a plain one)."""
+    import agentlightning as agl
+    from agentlightning.tracer import Tracer
+
+    async def main() -> None:
+        store = agl.InMemoryStore()
+        tracer = Tracer(store, flush_interval=3600, batch_size=1 << 30)
+        rollout = await store.start_rollout(agl.RolloutRequest(input="bench"))
+        async with tracer.trace(rollout.rollout_id, rollout.attempt.attempt_id):
+            for count in (3, runs):
+                for _ in range(count):
+                    done = run()
+                    if inspect.isawaitable(done):
+                        await done
+                await tracer.flush()
+        tracer.close()
+        await store.close()
+
+    asyncio.run(main())

@@ -7,7 +7,7 @@ Needs valgrind (``apt install valgrind``). The run is ``langchain_overhead.py``'
 zero-latency chat model (2 LLM calls, 2 parallel tool calls, 9 spans), inside an active rollout with a real Tracer
 over an in-memory store, with no handler, a do-nothing handler and ``LightningCallbackHandler``. Each case runs in a
 process of its own under valgrind's instruction counter (cachegrind, no cache simulation), once with ``--runs``
-agent runs and once with none; the difference over ``--runs`` is the instructions of one run, whatever the process
+agent runs and once with none; the difference over ``--runs`` is the instructions of one run (``_instructions.py``), whatever the process
 spent starting. Every thread counts: the agent's, the tracer's writer (the spans' JSON) and the store's database
 thread (SQLite's inserts); the tracer writes when the runs end, so each process writes all it recorded.
 
@@ -18,16 +18,15 @@ figure to compare two versions of the code by. A run takes about a minute per 40
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 
-from _instructions import report, require_valgrind  # benchmarks/_instructions.py: the valgrind runs
+from _instructions import main, run_recorded  # benchmarks/_instructions.py: the valgrind runs
 
 CASES = {"none": "no handler", "nothing": "a do-nothing handler", "lightning": "LightningCallbackHandler"}
+RUNS = {"agent": "One agent run (create_agent: 2 LLM calls, 2 parallel tool calls, 9 spans)"}
 
 
-def child(case: str, runs: int) -> None:
+def child(case: str, runs: int, which: str) -> None:
     """The measured process: warm up, then ``runs`` agent runs of ``case``, their spans written."""
     os.environ["LANGCHAIN_TRACING_V2"] = os.environ["LANGSMITH_TRACING"] = "false"
     from agentlightning_langchain import LightningCallbackHandler
@@ -35,45 +34,14 @@ def child(case: str, runs: int) -> None:
     from langchain_core.messages import HumanMessage
     from langchain_overhead import DoNothing, InstantModel, lookup
 
-    import agentlightning as agl
-    from agentlightning.tracer import Tracer
-
     config: dict[str, object] = {"metadata": {"agent_name": "bench"}}
     if case != "none":
         config["callbacks"] = [DoNothing() if case == "nothing" else LightningCallbackHandler()]
     agent = create_agent(InstantModel(), tools=[lookup], name="bench")
     inputs = {"messages": [HumanMessage("What are the values of a and b?")]}
 
-    async def main() -> None:
-        store = agl.InMemoryStore()
-        tracer = Tracer(store, flush_interval=3600, batch_size=1 << 30)  # writes at the flushes only
-        rollout = await store.start_rollout(agl.RolloutRequest(input="bench"))
-        with tracer.trace_sync(rollout.rollout_id, rollout.attempt.attempt_id):
-            for _ in range(3):  # warm-up: first calls fill caches, in every process alike
-                agent.invoke(inputs, config)
-            await tracer.flush()
-            for _ in range(runs):
-                agent.invoke(inputs, config)
-            await tracer.flush()
-        tracer.close()
-        await store.close()
-
-    asyncio.run(main())
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=40, help="agent runs per measured process (default: %(default)s)")
-    parser.add_argument("--child", choices=list(CASES), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(args.child, args.runs)
-        return
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
-    require_valgrind()
-    report("One agent run (create_agent: 2 LLM calls, 2 parallel tool calls, 9 spans)", __file__, CASES, args.runs)
+    run_recorded(lambda: agent.invoke(inputs, config), runs)
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__, __file__, CASES, RUNS, child)

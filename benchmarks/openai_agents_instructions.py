@@ -13,10 +13,7 @@ case is counted: ``benchmarks/_instructions.py``. Takes about five minutes.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-
-from _instructions import report, require_valgrind  # benchmarks/_instructions.py: the valgrind runs
+from _instructions import main, run_recorded  # benchmarks/_instructions.py: the valgrind runs
 
 CASES = {
     "none": "no trace processor",
@@ -35,7 +32,6 @@ def child(case: str, runs: int, which: str) -> None:
     from openai_agents_overhead import DoNothing, add, answer
 
     import agentlightning as agl
-    from agentlightning.tracer import Tracer
 
     url = "http://instant/v1"
     transport = httpx.MockTransport(answer)
@@ -52,38 +48,8 @@ def child(case: str, runs: int, which: str) -> None:
     processors = {"none": [], "nothing": [DoNothing()], "lightning": [LightningTracingProcessor()]}[case]
     set_trace_processors(processors)  # type: ignore[arg-type]
 
-    async def main() -> None:
-        store = agl.InMemoryStore()
-        tracer = Tracer(store, flush_interval=3600, batch_size=1 << 30)  # writes at the flushes only
-        rollout = await store.start_rollout(agl.RolloutRequest(input="bench"))
-        async with tracer.trace(rollout.rollout_id, rollout.attempt.attempt_id):
-            for _ in range(3):  # warm-up: first calls fill caches, in every process alike
-                await Runner.run(agent, question)
-            await tracer.flush()
-            for _ in range(runs):
-                await Runner.run(agent, question)
-            await tracer.flush()
-        tracer.close()
-        await store.close()
-
-    asyncio.run(main())
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=40, help="agent runs per measured process (default: %(default)s)")
-    parser.add_argument("--child", choices=list(CASES), help=argparse.SUPPRESS)
-    parser.add_argument("--which", choices=list(RUNS), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(args.child, args.runs, args.which)
-        return
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
-    require_valgrind()
-    for which, title in RUNS.items():
-        report(title, __file__, CASES, args.runs, ["--which", which])
+    run_recorded(lambda: Runner.run(agent, question), runs)
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__, __file__, CASES, RUNS, child)
