@@ -12,7 +12,7 @@ spent starting. Every thread counts: the agent's, the tracer's writer (the spans
 thread (SQLite's inserts); the tracer writes when the runs end, so each process writes all it recorded.
 
 Instructions are not time (they leave out cache misses, thread hand-offs and the machine's own speed), but two runs
-of this script agree to about 1-2 % of a case, where timed rounds on the same machine scatter by ±10 %: it is the
+of this script agree to well under 1 % of a case, where timed rounds on the same machine scatter by ±10 %: it is the
 figure to compare two versions of the code by. A run takes about a minute per 40 runs.
 """
 
