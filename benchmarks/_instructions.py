@@ -4,8 +4,8 @@ over ``runs`` is the instructions of one run, whatever the process spent startin
 the tracer's writer, the store's database thread).
 
 Instructions are not time (they leave out cache misses, thread hand-offs and the machine's own speed), but two
-measurements agree to well under 1 % of a case where timed rounds on a shared virtual machine scatter by ±10 %: the figure
-to compare two versions of the code by.
+measurements agree to well under 1 % of a case where timed rounds on a shared virtual machine scatter by ±10 %:
+the figure to compare two versions of the code by.
 """
 
 from __future__ import annotations

@@ -5,15 +5,9 @@ the timing noise of a shared virtual machine.
 
 Needs valgrind (``apt install valgrind``). The run is ``langchain_overhead.py``'s: a ``create_agent`` agent over a
 zero-latency chat model (2 LLM calls, 2 parallel tool calls, 9 spans), inside an active rollout with a real Tracer
-over an in-memory store, with no handler, a do-nothing handler and ``LightningCallbackHandler``. Each case runs in a
-process of its own under valgrind's instruction counter (cachegrind, no cache simulation), once with ``--runs``
-agent runs and once with none; the difference over ``--runs`` is the instructions of one run (``_instructions.py``), whatever the process
-spent starting. Every thread counts: the agent's, the tracer's writer (the spans' JSON) and the store's database
-thread (SQLite's inserts); the tracer writes when the runs end, so each process writes all it recorded.
-
-Instructions are not time (they leave out cache misses, thread hand-offs and the machine's own speed), but two runs
-of this script agree to well under 1 % of a case, where timed rounds on the same machine scatter by ±10 %: it is the
-figure to compare two versions of the code by. A run takes about a minute per 40 runs.
+over an in-memory store, with no handler, a do-nothing handler and ``LightningCallbackHandler``. The tracer writes
+when the runs end, so each process writes all it recorded. How a case is counted, and how far to trust it:
+``benchmarks/_instructions.py``. A run takes about a minute per 40 runs.
 """
 
 from __future__ import annotations

@@ -43,16 +43,16 @@ def add_spans_op(
         if not spans:
             return []
         if given_ids is not None:
-            return _add_spans(txn, spans, given_ids, resent=True)
+            return _add_spans(txn, spans, given_ids, check_stored=True)
         # New spans (the tracer's and the gateway's batches) are written without first looking up whether the attempt
         # holds any of them: a resent batch (its acknowledgement lost) breaks the unique span id index, and only then
         # is it written again with the lookup (spans already stored keep their number).
         txn.conn.execute("SAVEPOINT new_spans")
         try:
-            return _add_spans(txn, spans, None, resent=False)
+            return _add_spans(txn, spans, None, check_stored=False)
         except sqlite3.IntegrityError:
             txn.conn.execute("ROLLBACK TO new_spans")
-            return _add_spans(txn, spans, None, resent=True)
+            return _add_spans(txn, spans, None, check_stored=True)
         finally:
             txn.conn.execute("RELEASE new_spans")
 
@@ -60,9 +60,10 @@ def add_spans_op(
 
 
 def _add_spans(
-    txn: Transaction, spans: list[EncodedSpan], given_ids: list[int | None] | None, resent: bool
+    txn: Transaction, spans: list[EncodedSpan], given_ids: list[int | None] | None, check_stored: bool
 ) -> list[int]:
-    """Number and insert ``spans``; with ``resent``, those the attempt holds already keep their number instead."""
+    """Number and insert ``spans``; with ``check_stored``, those the attempt holds already keep their number instead
+    (and ``given_ids`` are honoured)."""
     now = time.time()
     first_attempt = spans[0].attempt_id
     by_attempt: dict[str, list[int] | range] = {}
@@ -81,23 +82,24 @@ def _add_spans(
         next_id = txn.conn.execute(
             "SELECT COALESCE(MAX(sequence_id), 0) + 1 FROM spans WHERE attempt_id = ?", (attempt_id,)
         ).fetchone()[0]
-        # Spans already stored (a resent batch) keep their number; an attempt without spans has none.
-        known: dict[str, int] = {}
-        if resent and next_id > 1:
-            known = dict(
-                txn.conn.execute(
-                    "SELECT span_id, sequence_id FROM spans WHERE attempt_id = ? "
-                    "AND span_id IN (SELECT value FROM json_each(?))",
-                    (attempt_id, dumps([spans[i].span_id for i in indices])),
-                ).fetchall()
-            )
-        if not resent:  # new spans, numbered in order (made in C: one row per span)
+        if not check_stored:  # new spans, numbered in order (made in C: one row per span)
             numbers = range(next_id, next_id + len(indices))
             ours = [spans[i] for i in indices]
             rows += zip(repeat(attempt_id), numbers, map(_SPAN_ID, ours), map(_JSON, ours))
             for index, number in zip(indices, numbers, strict=True):
                 sequence_ids[index] = number
-        else:  # (a span twice in the batch is written once, both given its number)
+        else:
+            # Spans already stored (a resent batch) keep their number, and a span twice in the batch is written once,
+            # both given its number; an attempt without spans has none stored.
+            known: dict[str, int] = {}
+            if next_id > 1:
+                known = dict(
+                    txn.conn.execute(
+                        "SELECT span_id, sequence_id FROM spans WHERE attempt_id = ? "
+                        "AND span_id IN (SELECT value FROM json_each(?))",
+                        (attempt_id, dumps([spans[i].span_id for i in indices])),
+                    ).fetchall()
+                )
             for index in indices:
                 span = spans[index]
                 if span.span_id in known:
