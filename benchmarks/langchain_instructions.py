@@ -3,11 +3,17 @@ the timing noise of a shared virtual machine.
 
     python benchmarks/langchain_instructions.py [--runs 40]
 
-Needs valgrind (``apt install valgrind``). The run is ``langchain_overhead.py``'s: a ``create_agent`` agent over a
-zero-latency chat model (2 LLM calls, 2 parallel tool calls, 9 spans), inside an active rollout with a real Tracer
-over an in-memory store, with no handler, a do-nothing handler and ``LightningCallbackHandler``. The tracer writes
-when the runs end, so each process writes all it recorded. How a case is counted, and how far to trust it:
-``benchmarks/_instructions.py``. A run takes about a minute per 40 runs.
+Needs valgrind (``apt install valgrind``). The run is ``langchain_overhead.py``'s: a ``create_agent`` agent (2 LLM
+calls, 2 parallel tool calls, 9 spans), inside an active rollout with a real Tracer over an in-memory store, with no
+handler, a do-nothing handler and ``LightningCallbackHandler``, over two zero-latency scripted models:
+
+- ``InstantModel``: a LangChain chat model that returns its canned message itself (no client at all);
+- ``ChatOpenAI`` (what an agent trained through the gateway calls) over an ``openai`` client whose HTTP transport
+  answers the same at once, in-process (``httpx.MockTransport``), as ``openai_agents_instructions.py`` does: the
+  request is built and its answer parsed, and the handler's request header (``x-agentlightning-caller``) is counted.
+
+The tracer writes when the runs end, so each process writes all it recorded. How a case is counted, and how far to
+trust it: ``benchmarks/_instructions.py``. Takes about two minutes per 40 runs.
 """
 
 from __future__ import annotations
@@ -17,21 +23,25 @@ import os
 from _instructions import main, run_recorded  # benchmarks/_instructions.py: the valgrind runs
 
 CASES = {"none": "no handler", "nothing": "a do-nothing handler", "lightning": "LightningCallbackHandler"}
-RUNS = {"agent": "One agent run (create_agent: 2 LLM calls, 2 parallel tool calls, 9 spans)"}
+RUNS = {
+    "agent": "One agent run (create_agent over InstantModel: 2 LLM calls, 2 parallel tool calls, 9 spans)",
+    "chat_openai": "One agent run (create_agent over ChatOpenAI, an instant in-process transport: the same run)",
+}
 
 
 def child(case: str, runs: int, which: str) -> None:
-    """The measured process: warm up, then ``runs`` agent runs of ``case``, their spans written."""
+    """The measured process: warm up, then ``runs`` agent runs of ``case`` over ``which`` model, spans written."""
     os.environ["LANGCHAIN_TRACING_V2"] = os.environ["LANGSMITH_TRACING"] = "false"
     from agentlightning_langchain import LightningCallbackHandler
     from langchain.agents import create_agent
     from langchain_core.messages import HumanMessage
-    from langchain_overhead import DoNothing, InstantModel, lookup
+    from langchain_overhead import DoNothing, InstantModel, instant_chat_openai, lookup
 
     config: dict[str, object] = {"metadata": {"agent_name": "bench"}}
     if case != "none":
         config["callbacks"] = [DoNothing() if case == "nothing" else LightningCallbackHandler()]
-    agent = create_agent(InstantModel(), tools=[lookup], name="bench")
+    model = instant_chat_openai() if which == "chat_openai" else InstantModel()
+    agent = create_agent(model, tools=[lookup], name="bench")
     inputs = {"messages": [HumanMessage("What are the values of a and b?")]}
 
     run_recorded(lambda: agent.invoke(inputs, config), runs)

@@ -107,6 +107,22 @@ def _answer(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def instant_chat_openai() -> BaseChatModel:
+    """``ChatOpenAI`` over an ``openai`` client whose HTTP transport gives InstantModel's answers at once, in-process."""
+    import json
+
+    import httpx
+    from langchain_openai import ChatOpenAI
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=_answer(json.loads(request.content)))
+
+    client = httpx.Client(transport=httpx.MockTransport(answer))
+    return ChatOpenAI(
+        model="instant", base_url="http://instant/v1", api_key="unused", max_retries=0, http_client=client
+    )  # type: ignore[arg-type]
+
+
 @tool
 def lookup(key: str) -> str:
     """Look a key up."""

@@ -141,7 +141,7 @@ class LightningTracingProcessor(TracingProcessor):
                 name = str(getattr(data, "name", None) or kind)
             if agent is not None:
                 attributes[semconv.GEN_AI_AGENT_NAME] = agent
-            self._begin(span.span_id, parent_key, name, attributes, agent, kind=span_kind)
+            self._begin(span.span_id, parent, name, attributes, agent, kind=span_kind)
         except Exception:
             self._failed("on_span_start")
 
@@ -193,13 +193,14 @@ class LightningTracingProcessor(TracingProcessor):
     def _begin(
         self,
         key: str,
-        parent_key: str | None,
+        parent: tuple[Run, str | None] | None,
         name: str,
         attributes: dict[str, Any],
         agent: str | None,
         kind: SpanKind = SpanKind.INTERNAL,
     ) -> None:
-        parent = self._runs.get(parent_key) if parent_key is not None else None
+        """Open the span of the SDK's trace or span ``key``, a child of ``parent``'s (the rollout's current span
+        when ``None``)."""
         opened = begin_span(
             name, parent=parent[0].span if parent is not None else None, attributes=attributes, kind=kind
         )
