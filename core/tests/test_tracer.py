@@ -263,6 +263,31 @@ async def test_integration_spans_open_and_close_under_their_parents(traced: Any)
     assert tool.traceparent == f"00-{root.trace_id}-{recorded_tool.span_id}-01"
 
 
+async def test_spans_without_a_parent_start_under_what_is_current_there(traced: Any) -> None:
+    """Agent runs one after another, in rollouts one after another: each run's outermost span hangs under the
+    span current where it starts (its rollout's root, or a span made current), never under an earlier one's."""
+    store, tracer, first = traced
+    second = await store.start_rollout(agl.RolloutRequest(input="another task"))
+    for rollout, names in ((first, ("run 1", "run 2")), (second, ("run 3",))):
+        async with tracer.trace(rollout.rollout_id, rollout.attempt.attempt_id):
+            for name in names:
+                run = begin_span(name)
+                assert run is not None
+                with run.current():
+                    inner = begin_span(f"{name} inner")
+                    assert inner is not None
+                    inner.end()
+                run.end()
+    for rollout, names in ((first, ("run 1", "run 2")), (second, ("run 3",))):
+        spans = await spans_of(store, tracer, rollout)
+        root = by_name(spans, "agentlightning.rollout")
+        for name in names:
+            run_span = by_name(spans, name)
+            assert (run_span.parent_id, run_span.trace_id) == (root.span_id, root.trace_id)
+            inner_span = by_name(spans, f"{name} inner")
+            assert (inner_span.parent_id, inner_span.trace_id) == (run_span.span_id, root.trace_id)
+
+
 async def test_spans_read_back_as_recorded_and_those_a_span_cannot_hold_are_dropped_and_counted(traced: Any) -> None:
     store, tracer, rollout = traced
     plain = {

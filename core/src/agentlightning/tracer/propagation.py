@@ -137,14 +137,13 @@ def propagate_traceparent() -> bool:
         )
         return False
     headers_of = original.fget
+    from opentelemetry import trace  # (here, once: not on every request)
 
     def default_headers(self: Any) -> Any:
         headers = headers_of(self)
         if ACTIVE.get() is None:
             return headers
         try:
-            from opentelemetry import trace
-
             span = trace.get_current_span()
             traceparent = None if "traceparent" in headers else _traceparent_of(span)
             agent = None if AGENT_HEADER in headers else getattr(span, "agentlightning_agent", None)

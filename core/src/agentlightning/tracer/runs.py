@@ -155,12 +155,12 @@ def enter_run(run: Run) -> None:
     run.outer_run = outer
     # Inside a recorded run the view is current already (the common case, read directly); else ask OpenTelemetry.
     current = _OTEL[0].get().get(_OTEL[1]) if _OTEL is not None else None
-    if current is not _VIEW:
+    if current is None:
         current = trace.get_current_span()
     if outer is None:
         run.outer_span = _settled(current)
     if current is not _VIEW:
-        otel_context.attach(trace.set_span_in_context(_VIEW))
+        _make_current(_VIEW)
     _CURRENT.set(run)
 
 
@@ -173,4 +173,14 @@ def leave_run(run: Run) -> None:
             outer = _live(outer)
         _CURRENT.set(outer)
         if outer is None and run.outer_span is not None:
-            otel_context.attach(trace.set_span_in_context(run.outer_span))
+            _make_current(run.outer_span)
+
+
+def _make_current(span: trace.Span) -> None:
+    """``otel_context.attach(trace.set_span_in_context(span))`` (the token unused), in one step where OpenTelemetry's
+    context variable is at hand: once for every outermost run when it starts and ends."""
+    if _OTEL is None:
+        otel_context.attach(trace.set_span_in_context(span))
+    else:
+        variable, key = _OTEL
+        variable.set(otel_context.Context({**variable.get(), key: span}))

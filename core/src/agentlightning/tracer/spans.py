@@ -101,6 +101,20 @@ class OpenSpan(SpanRecord):
             yield
 
 
+# OpenTelemetry's trace API, imported when first needed (importing agentlightning does not import OpenTelemetry).
+_trace: Any = None
+# The span context a parentless span last started under, and its ids as text (held, so never another's address).
+_last_context: tuple[Any, str, str | None] = (None, "", None)
+
+
+def _import_trace() -> Any:
+    global _trace
+    from opentelemetry import trace
+
+    _trace = trace
+    return trace
+
+
 def begin_span(
     name: str,
     *,
@@ -115,17 +129,21 @@ def begin_span(
     ``attributes`` must be OpenTelemetry attribute values (str, bool, int, float, or lists of one of them);
     the tracer validates them when it writes, and counts a span it cannot write as dropped.
     """
+    global _last_context
     active = ACTIVE.get()
     if active is None:
         return None
+    parent_id: str | None
     if parent is not None:
         trace_id, parent_id = parent.trace_id, parent.span_id
     else:
-        from opentelemetry import trace
-
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
+        context = (_trace or _import_trace()).get_current_span().get_span_context()
+        last = _last_context
+        if last[0] is context:  # another run under the same span (every agent run of a rollout: its root span)
+            trace_id, parent_id = last[1], last[2]
+        elif context.is_valid:
             trace_id, parent_id = f"{context.trace_id:032x}", f"{context.span_id:016x}"
+            _last_context = (context, trace_id, parent_id)
         else:
             trace_id, parent_id = f"{random.getrandbits(128):032x}", None
     return OpenSpan(
