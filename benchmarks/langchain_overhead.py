@@ -1,6 +1,7 @@
 """Overhead of agentlightning-langchain's callback handler on the agent's thread.
 
-    python benchmarks/langchain_overhead.py [--calls 200] [--runs 20] [--rounds 35] [--store memory|sqlite] [--http]
+    python benchmarks/langchain_overhead.py [--calls 200] [--runs 20] [--rounds 35] [--store memory|sqlite]
+                                            [--chat-openai | --http]
 
 A zero-latency chat model (a LangChain ``BaseChatModel`` that returns a canned message at once) stands in for the
 LLM, so everything measured is LangChain's own work plus the callbacks'. Inside an active rollout (a real Tracer over
@@ -12,7 +13,9 @@ and with ``LightningCallbackHandler`` (interleaved rounds, medians):
 - one agent run: ``create_agent`` (model -> two parallel tool calls -> model: 2 LLM calls, 2 tool calls, the graph
   and its 4 node runs), per run, per LLM call, and as a share of the run.
 
-With ``--http`` the model is ``ChatOpenAI`` talking to the same instant answers served on 127.0.0.1 by a process
+With ``--chat-openai`` the model is ``ChatOpenAI`` (what an agent trained through the gateway calls) over an ``openai``
+client whose HTTP transport gives the same answers at once, in-process: the request is built and the answer parsed,
+as ``openai_agents_overhead.py`` does for the Agents SDK. With ``--http`` the model is ``ChatOpenAI`` talking to the same instant answers served on 127.0.0.1 by a process
 of its own, so each LLM call also costs what it costs an agent in production: a real HTTP request through the
 ``openai`` client (the run is longer, and the handler's share smaller).
 
@@ -179,14 +182,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=35, help="interleaved rounds (default: %(default)s)")
     parser.add_argument("--held-writes", action="store_true", help=HELD_WRITES_HELP)
     parser.add_argument("--store", choices=["sqlite", "memory"], default="memory")
-    parser.add_argument("--http", action="store_true", help="ChatOpenAI and the instant answers over HTTP")
+    models = parser.add_mutually_exclusive_group()
+    models.add_argument("--chat-openai", action="store_true", help="ChatOpenAI over an instant in-process transport")
+    models.add_argument("--http", action="store_true", help="ChatOpenAI and the instant answers over HTTP")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the --http server's own process
     args = parser.parse_args()
     if args.serve:
         serve_instant_model(_answer, args.serve)
         return
     if not args.http:
-        asyncio.run(measure(args, InstantModel))
+        asyncio.run(measure(args, instant_chat_openai if args.chat_openai else InstantModel))
         return
     from langchain_openai import ChatOpenAI
 
