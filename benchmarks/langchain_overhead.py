@@ -13,11 +13,12 @@ and with ``LightningCallbackHandler`` (interleaved rounds, medians):
 - one agent run: ``create_agent`` (model -> two parallel tool calls -> model: 2 LLM calls, 2 tool calls, the graph
   and its 4 node runs), per run, per LLM call, and as a share of the run.
 
-With ``--chat-openai`` the model is ``ChatOpenAI`` (what an agent trained through the gateway calls) over an ``openai``
-client whose HTTP transport gives the same answers at once, in-process: the request is built and the answer parsed,
-as ``openai_agents_overhead.py`` does for the Agents SDK. With ``--http`` the model is ``ChatOpenAI`` talking to the same instant answers served on 127.0.0.1 by a process
-of its own, so each LLM call also costs what it costs an agent in production: a real HTTP request through the
-``openai`` client (the run is longer, and the handler's share smaller).
+With ``--chat-openai`` the model is ``ChatOpenAI`` (what an agent trained through the gateway calls) over an
+``openai`` client whose HTTP transport gives the same answers at once, in-process: the request is built and the
+answer parsed, as ``openai_agents_overhead.py`` does for the Agents SDK. With ``--http`` the model is ``ChatOpenAI``
+talking to the same instant answers served on 127.0.0.1 by a process of its own, so each LLM call also costs what it
+costs an agent in production: a real HTTP request through the ``openai`` client (the run is longer, and the
+handler's share smaller).
 
 Each round runs in a rollout of its own, and its time includes writing the
 round's spans to the store: the round ends with a flush, so all that recording costs is counted where it belongs.
@@ -110,20 +111,23 @@ def _answer(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def chat_openai(base_url: str, http_client: Any = None) -> BaseChatModel:
+    """``ChatOpenAI`` on the instant answers at ``base_url`` (``--http``: a server on 127.0.0.1)."""
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(model="instant", base_url=base_url, api_key="unused", max_retries=0, http_client=http_client)  # type: ignore[arg-type]
+
+
 def instant_chat_openai() -> BaseChatModel:
     """``ChatOpenAI`` over an ``openai`` client whose HTTP transport gives InstantModel's answers at once, in-process."""
     import json
 
     import httpx
-    from langchain_openai import ChatOpenAI
 
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=_answer(json.loads(request.content)))
 
-    client = httpx.Client(transport=httpx.MockTransport(answer))
-    return ChatOpenAI(
-        model="instant", base_url="http://instant/v1", api_key="unused", max_retries=0, http_client=client
-    )  # type: ignore[arg-type]
+    return chat_openai("http://instant/v1", httpx.Client(transport=httpx.MockTransport(answer)))
 
 
 @tool
@@ -193,14 +197,8 @@ def main() -> None:
     if not args.http:
         asyncio.run(measure(args, instant_chat_openai if args.chat_openai else InstantModel))
         return
-    from langchain_openai import ChatOpenAI
-
     with instant_model_server(__file__) as url:
-
-        def chat_openai() -> BaseChatModel:
-            return ChatOpenAI(model="instant", base_url=url, api_key="unused", max_retries=0)  # type: ignore[arg-type]
-
-        asyncio.run(measure(args, chat_openai))
+        asyncio.run(measure(args, lambda: chat_openai(url)))
 
 
 async def measure(args: argparse.Namespace, make_model: Callable[[], BaseChatModel]) -> None:

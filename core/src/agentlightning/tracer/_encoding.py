@@ -128,8 +128,6 @@ def _otel_fields(record: _OtelRecord) -> dict[str, Any]:
     }
 
 
-_HEX32 = re.compile(r"[0-9a-f]{32}").fullmatch
-_HEX16 = re.compile(r"[0-9a-f]{16}").fullmatch
 _HEX = re.compile(r"[0-9a-f]*").fullmatch
 _PRINTABLE_ID = re.compile(r"[\x21-\x7e]{1,256}").fullmatch  # what Span requires of rollout and attempt ids
 _PLAIN = frozenset((str, bool, int, float))
@@ -145,6 +143,16 @@ _LINK_KEYS = frozenset(("trace_id", "span_id", "attributes"))
 def _valid_id(value: object) -> bool:
     # A tracer sees the same few ids again and again.
     return isinstance(value, str) and _PRINTABLE_ID(value) is not None
+
+
+def _valid_ids(trace_id: object, span_id: object, parent_id: object = None) -> bool:
+    """A trace id of 32 and span ids of 16 lowercase hex digits (``parent_id`` may be ``None``): lengths checked,
+    the digits in one match (a regular expression's call costs more than its match; this runs for every span)."""
+    if type(trace_id) is not str or type(span_id) is not str or len(trace_id) != 32 or len(span_id) != 16:
+        return False
+    if parent_id is None:
+        return _HEX(trace_id + span_id) is not None
+    return type(parent_id) is str and len(parent_id) == 16 and _HEX(trace_id + span_id + parent_id) is not None
 
 
 def _time(value: object) -> bool:
@@ -206,9 +214,7 @@ def _plainly_valid(fields: dict[str, Any]) -> bool:
         and (status["description"] is None or type(status["description"]) is str)
         and _valid_id(fields["rollout_id"])
         and _valid_id(fields["attempt_id"])
-        and _HEX32(fields["trace_id"])
-        and _HEX16(fields["span_id"])
-        and (parent_id is None or _HEX16(parent_id))
+        and _valid_ids(fields["trace_id"], fields["span_id"], parent_id)
         and _plain_attributes(fields["attributes"])
         and _plain_attributes(fields["resource"])
         and (not events or _plain_events(events))
@@ -217,8 +223,7 @@ def _plainly_valid(fields: dict[str, Any]) -> bool:
             or all(
                 type(link) is dict
                 and link.keys() == _LINK_KEYS
-                and _HEX32(link["trace_id"])
-                and _HEX16(link["span_id"])
+                and _valid_ids(link["trace_id"], link["span_id"])
                 and _plain_attributes(link["attributes"])
                 for link in links
             )
@@ -301,16 +306,7 @@ def _plain_record(record: SpanRecord) -> EncodedSpan | None:
         and type(end) in _NUMBERS
         and 0 <= end <= 1e11
         and (description is None or type(description) is str)
-        and type(trace_id) is str
-        and type(span_id) is str
-        and len(trace_id) == 32
-        and len(span_id) == 16
-        # The ids' lengths checked, their digits in one match (a regular expression's call costs more than its match).
-        and (
-            _HEX(trace_id + span_id)
-            if parent_id is None
-            else type(parent_id) is str and len(parent_id) == 16 and _HEX(trace_id + span_id + parent_id)
-        )
+        and _valid_ids(trace_id, span_id, parent_id)
         and _plain_attributes(record.attributes)
         and (not events or _plain_events(events))
     ):
