@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pydantic
 import pytest
 
 import agentlightning as agl
@@ -381,3 +384,34 @@ def test_a_records_json_reads_back_as_the_span_the_model_makes() -> None:
         record(rollout_id="has space"),
     ):
         assert _plain_record(bad) is None
+
+
+def test_attribute_text_writes_what_integrations_hand_it_as_json() -> None:
+    """Integrations write messages, tools and results with ``attribute_text``: text stays as it is, anything else
+    becomes JSON, pydantic models and dataclasses as their fields, whatever else as its ``str``, and values orjson
+    refuses are still written."""
+    from agentlightning.tracer import attribute_text
+
+    class Model(pydantic.BaseModel):
+        role: str = "user"
+
+    @dataclasses.dataclass
+    class Call:
+        name: str = "lookup"
+
+    class Opaque:
+        def __str__(self) -> str:
+            return "opaque"
+
+    assert attribute_text('{"already": "json"}') == '{"already": "json"}'
+    value = {"m": Model(), "c": Call(), "items": [{"m": Model()}], 1: (2, 3), "o": Opaque(), "s": {4}, "r": 0.5}
+    assert json.loads(attribute_text(value)) == {
+        "m": {"role": "user"},
+        "c": {"name": "lookup"},
+        "items": [{"m": {"role": "user"}}],
+        "1": [2, 3],
+        "o": "opaque",
+        "s": [4],
+        "r": 0.5,
+    }
+    assert json.loads(attribute_text({"big": 2**70, "text": "é"})) == {"big": 2**70, "text": "é"}

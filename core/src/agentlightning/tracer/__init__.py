@@ -1,6 +1,7 @@
 """Tracing: the tracer that writes spans to the store, and the emitters agents call."""
 
 from agentlightning.tracer._context import active_rollout
+from agentlightning.tracer._encoding import attribute_text
 from agentlightning.tracer.emit import (
     NoActiveRollout,
     Thread,
@@ -24,6 +25,7 @@ __all__ = [
     "Thread",
     "Tracer",
     "active_rollout",
+    "attribute_text",
     "current_agent",
     "emit_annotation",
     "emit_exception",

@@ -3,19 +3,23 @@
 Emitters and integrations record a :class:`SpanRecord` on the agent's thread; OpenTelemetry spans arrive as
 :class:`_OtelRecord`. The tracer's writer turns each into an :class:`~agentlightning.store.base.EncodedSpan`: a record
 whose fields are plainly what a :class:`~agentlightning.Span` accepts gets its JSON put together around one call of
-pydantic's JSON writer (:func:`_plain_record`); anything else goes through the ``Span`` model (:func:`_encoded`),
-which decides whether it is valid. Either way the stored JSON reads back as the same ``Span``.
+orjson's JSON writer (:func:`_plain_record`); anything else goes through the ``Span`` model (:func:`_encoded`), which
+decides whether it is valid. Either way the stored JSON reads back as the same ``Span``.
+
+:func:`attribute_text` is how integrations write messages, tools and results as span attributes.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pydantic_core
 
 from agentlightning.store.base import EncodedSpan
@@ -24,7 +28,7 @@ from agentlightning.types import Span, SpanKind, StatusCode
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
-__all__ = ["SpanRecord"]
+__all__ = ["SpanRecord", "attribute_text"]
 
 _new_tuple = tuple.__new__
 _KINDS = {0: SpanKind.INTERNAL, 1: SpanKind.SERVER, 2: SpanKind.CLIENT, 3: SpanKind.PRODUCER, 4: SpanKind.CONSUMER}
@@ -58,6 +62,24 @@ class _OtelRecord:
     span: ReadableSpan
 
 
+def _jsonable(value: Any) -> Any:
+    return pydantic_core.to_jsonable_python(value, fallback=str)
+
+
+def attribute_text(value: Any) -> str:
+    """``value`` as a span attribute's text: a ``str`` as it is, anything else as JSON. Objects JSON has no form for
+    are written as pydantic writes them (models, dataclasses, dates, sets…), else as their ``str``.
+
+    orjson writes it (a third of what pydantic's writer takes; integrations call this several times per LLM call);
+    what orjson refuses (an int beyond 64 bits, a lone surrogate, nesting deeper than 254) pydantic writes."""
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value, default=_jsonable, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return pydantic_core.to_json(value, fallback=str).decode()
+
+
 def _hex_id(bits: int) -> str:
     return f"{random.getrandbits(bits):0{bits // 4}x}"
 
@@ -67,7 +89,7 @@ def _otel_attributes(attributes: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in (attributes or {}).items()}
 
 
-# Enums as their values: pydantic's JSON writer takes a few µs per enum member it meets.
+# Enums as their values: the Span model's JSON writer takes a few µs per enum member it meets.
 _VALUES: dict[Any, str] = {member: member.value for member in (*SpanKind, *StatusCode)}
 
 
@@ -160,6 +182,9 @@ def _time(value: object) -> bool:
 
 
 _STR = frozenset((str,))
+_finite = math.isfinite
+_is_float = float.__instancecheck__  # (the types are exact by then: no subclasses)
+_is_list = list.__instancecheck__
 _SCALARS = frozenset((str, bool, int))
 _ALLOWED = frozenset((str, bool, int, float, list))
 
@@ -169,24 +194,24 @@ def _plain_attributes(attributes: object) -> bool:
     them."""
     if type(attributes) is not dict:
         return False
-    # The types of all keys and all values, each in one pass in C; only floats and lists are then looked at one by
-    # one (this runs for every span written, and most attributes are text and numbers).
+    # The types of all keys and all values, each in one pass in C; then only the floats and the lists are looked
+    # at, picked out in C too (this runs for every span written; most attributes are text and numbers).
     kinds = set(map(type, attributes.values()))
-    if kinds <= _SCALARS:
-        return not attributes or set(map(type, attributes)) <= _STR
-    if not kinds <= _ALLOWED or not set(map(type, attributes)) <= _STR:
+    if not set(map(type, attributes)) <= _STR:
         return False
-    for value in attributes.values():
-        kind = type(value)
-        if kind is float:
-            if value - value != 0.0:  # NaN or infinite
-                return False
-        elif kind is list and value:
-            first = type(value[0])
-            if first not in _PLAIN or any(type(v) is not first for v in value):
-                return False
-            if first is float and any(v - v != 0.0 for v in value):
-                return False
+    if kinds <= _SCALARS:
+        return True
+    if not kinds <= _ALLOWED:
+        return False
+    values = attributes.values()
+    if float in kinds and not all(map(_finite, filter(_is_float, values))):
+        return False
+    if list in kinds:
+        for value in filter(_is_list, values):
+            if value:
+                types = set(map(type, value))
+                if len(types) != 1 or not types <= _PLAIN or (float in types and not all(map(_finite, value))):
+                    return False
     return True
 
 
@@ -233,34 +258,46 @@ def _plainly_valid(fields: dict[str, Any]) -> bool:
 
 def _encoded(fields: dict[str, Any]) -> EncodedSpan:
     """The span ``fields`` describe, as the store's JSON. Fields that are plainly valid are written as they are
-    with pydantic's JSON writer and no model (several times cheaper than making and serialising a ``Span``; the
-    JSON reads back as the same ``Span``); any others go through the ``Span`` model, which decides.
+    with orjson and no model (several times cheaper than making and serialising a ``Span``; the JSON reads back as
+    the same ``Span``); any others go through the ``Span`` model, which decides.
 
     Raises:
         ValidationError: the fields are not a valid span.
     """
     if _plainly_valid(fields):
         try:
-            text = pydantic_core.to_json(fields).decode()
+            text = orjson.dumps(fields).decode()
             return EncodedSpan(fields["rollout_id"], fields["attempt_id"], fields["span_id"], text)
-        except (pydantic_core.PydanticSerializationError, UnicodeDecodeError):  # say, a lone surrogate in a str
+        except orjson.JSONEncodeError:  # an int beyond 64 bits, a lone surrogate in a str: the model decides
             pass
     return EncodedSpan.of(Span.model_validate(fields))
 
 
-@functools.lru_cache(maxsize=1024)
-def _json_text(value: str) -> str:
-    # Span names recur: each is written as JSON once.
-    return pydantic_core.to_json(value).decode()
+# What recurs from span to span, its JSON made once: names, and how an attempt's spans begin. Plain dicts, emptied
+# when full: a lookup costs a fraction of an lru_cache call, and this runs for every span written.
+_CACHED = 1024
+_NAME_JSON: dict[str, str] = {}
+_ATTEMPT_JSON: dict[tuple[str, str], str | None] = {}
 
 
-@functools.lru_cache(maxsize=1024)
+def _name_json(name: str) -> str:
+    if len(_NAME_JSON) >= _CACHED:
+        _NAME_JSON.clear()
+    text = _NAME_JSON[name] = orjson.dumps(name).decode()
+    return text
+
+
 def _attempt_json(rollout_id: str, attempt_id: str) -> str | None:
     """How the JSON of every span of this attempt begins, up to its trace id; ``None`` where an id is not what a
     ``Span`` accepts. A tracer writes the spans of a few attempts at a time."""
-    if not (_PRINTABLE_ID(rollout_id) and _PRINTABLE_ID(attempt_id)):
-        return None
-    return f'{{"rollout_id":{_json_text(rollout_id)},"attempt_id":{_json_text(attempt_id)},"trace_id":"'
+    if len(_ATTEMPT_JSON) >= _CACHED:
+        _ATTEMPT_JSON.clear()
+    begins = None
+    if _PRINTABLE_ID(rollout_id) and _PRINTABLE_ID(attempt_id):
+        rollout_json, attempt_json = orjson.dumps(rollout_id).decode(), orjson.dumps(attempt_id).decode()
+        begins = f'{{"rollout_id":{rollout_json},"attempt_id":{attempt_json},"trace_id":"'
+    _ATTEMPT_JSON[rollout_id, attempt_id] = begins
+    return begins
 
 
 # A record's kind (member or value) as the JSON between the span's name and its start time; its status as the JSON
@@ -278,9 +315,9 @@ def _plain_record(record: SpanRecord) -> EncodedSpan | None:
     """A record as the store's JSON, written by hand when its fields are plainly valid (the checks of
     :func:`_plainly_valid`, on the record itself); ``None`` for any other, which the ``Span`` model judges.
 
-    The record's own parts are put around one call of pydantic's JSON writer for its times and attributes: a
-    fraction of the cost of building the fields' dict and writing it whole, for every span the integrations and
-    emitters record. The JSON reads back as the same ``Span`` (the tests compare both ways).
+    The record's own parts are put around one call of orjson's JSON writer for its times and attributes (a third
+    of what pydantic's takes): a fraction of the cost of building the fields' dict and writing it whole, for every
+    span the integrations and emitters record. The JSON reads back as the same ``Span`` (the tests compare both ways).
     """
     rollout_id, attempt_id, trace_id, span_id, start, end, parent_id, description, events = (
         record.rollout_id,
@@ -293,7 +330,9 @@ def _plain_record(record: SpanRecord) -> EncodedSpan | None:
         record.description,
         record.events,
     )
-    begins = _attempt_json(rollout_id, attempt_id) if type(rollout_id) is str and type(attempt_id) is str else None
+    begins = None
+    if type(rollout_id) is str and type(attempt_id) is str:
+        begins = _ATTEMPT_JSON.get((rollout_id, attempt_id)) or _attempt_json(rollout_id, attempt_id)
     kind = _KIND_JSON.get(record.kind)
     status = _STATUS_JSON.get(record.status)
     if not (
@@ -314,11 +353,11 @@ def _plain_record(record: SpanRecord) -> EncodedSpan | None:
     try:
         # One call of the JSON writer for the times and the attributes (it writes floats several times faster
         # than repr); neither a number nor the start of an object holds a comma, so the first two split them.
-        written = pydantic_core.to_json((start, end, record.attributes)).decode()
+        written = orjson.dumps((start, end, record.attributes)).decode()
         first = written.index(",")
         second = written.index(",", first + 1)
         if events:
-            status = f',"events":{pydantic_core.to_json(list(events)).decode()}{status[len(_NO_EVENTS) :]}'
+            status = f',"events":{orjson.dumps(events).decode()}{status[len(_NO_EVENTS) :]}'
         # One join: the pieces are copied once (an LLM call's attributes run to kilobytes).
         text = "".join(
             (
@@ -327,7 +366,7 @@ def _plain_record(record: SpanRecord) -> EncodedSpan | None:
                 '","span_id":"',
                 span_id,
                 '","parent_id":null,"name":' if parent_id is None else f'","parent_id":"{parent_id}","name":',
-                _json_text(record.name),
+                _NAME_JSON.get(record.name) or _name_json(record.name),
                 kind,
                 written[1:first],
                 ',"end_time":',
@@ -335,10 +374,10 @@ def _plain_record(record: SpanRecord) -> EncodedSpan | None:
                 ',"attributes":',
                 written[second + 1 : -1],
                 status,
-                "null" if description is None else pydantic_core.to_json(description).decode(),
+                "null" if description is None else orjson.dumps(description).decode(),
                 '},"resource":{}}',
             )
         )
-    except (pydantic_core.PydanticSerializationError, UnicodeDecodeError):  # say, a lone surrogate in a str
+    except orjson.JSONEncodeError:  # an int beyond 64 bits, a lone surrogate in a str: the Span model decides
         return None
     return _new_tuple(EncodedSpan, (rollout_id, attempt_id, span_id, text))  # (without the named tuple's __new__)

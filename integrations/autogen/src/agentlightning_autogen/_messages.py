@@ -3,8 +3,8 @@
 The formats follow :mod:`agentlightning.gateway.record`: messages are OpenAI-style chat messages (``role``,
 ``content``, ``tool_calls`` with ``function.name`` / ``function.arguments``, ``tool_call_id``) serialised once as
 JSON text, tools in OpenAI's function format, sampling parameters under the ``gen_ai.request.*`` names. This runs
-on the agent's task for every LLM call, so it reads AutoGen's objects directly and makes one ``to_json`` call per
-attribute.
+on the agent's task for every LLM call, so it reads AutoGen's objects directly and makes one JSON call
+(:func:`~agentlightning.tracer.attribute_text`) per attribute.
 """
 
 from __future__ import annotations
@@ -21,16 +21,11 @@ from autogen_core.models import (
     SystemMessage,
     UserMessage,
 )
-from pydantic_core import to_json
 
 from agentlightning import semconv
+from agentlightning.tracer import attribute_text
 
-__all__ = ["dumps", "message_dicts", "request_attributes", "response_attributes", "tool_definitions"]
-
-
-def dumps(value: Any) -> str:
-    """JSON text of ``value``; what JSON cannot hold is written as its ``str``."""
-    return value if isinstance(value, str) else to_json(value, fallback=str).decode()
+__all__ = ["message_dicts", "request_attributes", "response_attributes", "tool_definitions"]
 
 
 def _tool_calls(calls: Sequence[FunctionCall]) -> list[dict[str, Any]]:
@@ -73,7 +68,7 @@ def message_dicts(messages: Sequence[Any]) -> list[dict[str, Any]]:
                 {"role": "tool", "tool_call_id": item.call_id, "content": item.content} for item in message.content
             )
         else:  # a message type a later AutoGen adds: kept as what it says it is
-            result.append({"role": str(getattr(message, "type", "unknown")), "content": dumps(message)})
+            result.append({"role": str(getattr(message, "type", "unknown")), "content": attribute_text(message)})
     return result
 
 
@@ -93,13 +88,13 @@ def _definition(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 def _tool_json(tool: Any) -> str:
     if isinstance(tool, Mapping):  # a ToolSchema
-        return dumps(_definition(tool))
+        return attribute_text(_definition(tool))
     try:
         text = _TOOL_JSON.get(tool)
     except TypeError:  # not weakly referenceable or not hashable: no cache
-        return dumps(_definition(tool.schema))
+        return attribute_text(_definition(tool.schema))
     if text is None:
-        text = _TOOL_JSON[tool] = dumps(_definition(tool.schema))
+        text = _TOOL_JSON[tool] = attribute_text(_definition(tool.schema))
     return text
 
 
@@ -115,7 +110,7 @@ def request_attributes(
     attributes: dict[str, Any] = {semconv.GEN_AI_OPERATION_NAME: semconv.GEN_AI_OPERATION_CHAT}
     if model:
         attributes[semconv.GEN_AI_REQUEST_MODEL] = model
-    attributes[semconv.GEN_AI_INPUT_MESSAGES] = dumps(message_dicts(messages))
+    attributes[semconv.GEN_AI_INPUT_MESSAGES] = attribute_text(message_dicts(messages))
     if tools:
         attributes[semconv.GEN_AI_TOOL_DEFINITIONS] = tool_definitions(tools)
     for key, name in semconv.GEN_AI_REQUEST_PARAMETERS.items():
@@ -138,7 +133,7 @@ def response_attributes(result: CreateResult) -> dict[str, Any]:
         # AutoGen moves text that comes with tool calls into ``thought``.
         output = {"role": "assistant", "content": result.thought, "tool_calls": _tool_calls(result.content)}
     attributes: dict[str, Any] = {
-        semconv.GEN_AI_OUTPUT_MESSAGES: dumps([output]),
+        semconv.GEN_AI_OUTPUT_MESSAGES: attribute_text([output]),
         semconv.GEN_AI_RESPONSE_FINISH_REASONS: [str(result.finish_reason)],
     }
     usage = result.usage

@@ -13,7 +13,8 @@ from autogen_ext.models.openai import _openai_client as openai_client_module
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 
 import agentlightning as agl
-from agentlightning_autogen._messages import dumps, message_dicts, tool_definitions
+from agentlightning.tracer import attribute_text
+from agentlightning_autogen._messages import message_dicts, tool_definitions
 
 __all__ = ["LOCAL_MODEL_INFO", "chat_completion_client"]
 
@@ -41,7 +42,7 @@ class _OfflineTokenCount(OpenAIChatCompletionClient):
     def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
         """An estimate that errs high: one token per three bytes of the messages' and tools' JSON, plus a few per
         message. The engine's tokenizer is not at hand here; with it, the gateway records the exact counts."""
-        text = dumps(message_dicts(messages))
+        text = attribute_text(message_dicts(messages))
         if tools:
             text += tool_definitions(tools)
         return 3 + 4 * len(messages) + -(-len(text.encode()) // 3)

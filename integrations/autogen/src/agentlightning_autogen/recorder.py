@@ -26,10 +26,10 @@ from autogen_core.tools import FunctionTool
 from opentelemetry import trace
 
 from agentlightning import semconv
-from agentlightning.tracer import active_rollout, begin_span, propagate_traceparent
+from agentlightning.tracer import active_rollout, attribute_text, begin_span, propagate_traceparent
 from agentlightning.tracer.runs import Run, current_run, enter_run, leave_run
 from agentlightning.types import SpanKind
-from agentlightning_autogen._messages import dumps, request_attributes, response_attributes
+from agentlightning_autogen._messages import request_attributes, response_attributes
 
 __all__ = [
     "TEAM_NAME",
@@ -273,7 +273,7 @@ class LightningRecorder:
             attributes: dict[str, Any] = {
                 semconv.GEN_AI_OPERATION_NAME: semconv.GEN_AI_OPERATION_EXECUTE_TOOL,
                 semconv.GEN_AI_TOOL_NAME: name,
-                semconv.GEN_AI_TOOL_CALL_ARGUMENTS: dumps(dict(args)),
+                semconv.GEN_AI_TOOL_CALL_ARGUMENTS: attribute_text(dict(args)),
             }
             if call_id is not None:
                 attributes[semconv.GEN_AI_TOOL_CALL_ID] = call_id
@@ -292,7 +292,7 @@ class LightningRecorder:
         attributes: dict[str, Any] = {}
         if error is None:
             try:
-                attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = dumps(tool.return_value_as_string(result))
+                attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = attribute_text(tool.return_value_as_string(result))
             except Exception:
                 self._failed("a tool call's result")
         self._end(run, attributes, error, "a tool call")

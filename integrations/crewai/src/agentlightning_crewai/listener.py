@@ -37,10 +37,9 @@ from crewai.events.types.tool_usage_events import (
     ToolUsageStartedEvent,
 )
 from opentelemetry import trace
-from pydantic_core import to_json
 
 from agentlightning import semconv
-from agentlightning.tracer import active_rollout, begin_span, propagate_traceparent
+from agentlightning.tracer import active_rollout, attribute_text, begin_span, propagate_traceparent
 from agentlightning.tracer.runs import Run, current_run, enter_run, leave_run
 from agentlightning.types import SpanKind
 
@@ -90,11 +89,6 @@ class _CrewRun(Run):
     def __init__(self, span: Any, what: str) -> None:
         super().__init__(span)
         self.what = what
-
-
-def dumps(value: Any) -> str:
-    """``value`` as JSON (a string stays as it is); what JSON cannot hold, as its ``str``."""
-    return value if isinstance(value, str) else to_json(value, fallback=str).decode()
 
 
 def _agent_here() -> str | None:
@@ -217,7 +211,7 @@ class LightningListener:
         name = event.crew_name or "crew"
         attributes: dict[str, Any] = {CREW_NAME: name}
         if event.inputs:
-            attributes[CREW_INPUTS] = dumps(event.inputs)
+            attributes[CREW_INPUTS] = attribute_text(event.inputs)
         self._begin(_CREW, f"crew {name}", attributes)
 
     def _crew_completed(self, source: Any, event: CrewKickoffCompletedEvent) -> None:
@@ -281,9 +275,9 @@ class LightningListener:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         if messages is not None:
-            attributes[semconv.GEN_AI_INPUT_MESSAGES] = dumps(messages)
+            attributes[semconv.GEN_AI_INPUT_MESSAGES] = attribute_text(messages)
         if event.tools:
-            attributes[semconv.GEN_AI_TOOL_DEFINITIONS] = dumps(event.tools)
+            attributes[semconv.GEN_AI_TOOL_DEFINITIONS] = attribute_text(event.tools)
         for field, name in _SAMPLING:
             value = getattr(event, field, None)
             if value is None:
@@ -298,7 +292,7 @@ class LightningListener:
         self._begin(_LLM, name, attributes, SpanKind.CLIENT)
 
     def _llm_completed(self, source: Any, event: LLMCallCompletedEvent) -> None:
-        attributes: dict[str, Any] = {semconv.GEN_AI_OUTPUT_MESSAGES: dumps([_output_message(event.response)])}
+        attributes: dict[str, Any] = {semconv.GEN_AI_OUTPUT_MESSAGES: attribute_text([_output_message(event.response)])}
         response_id = getattr(event, "response_id", None)
         if isinstance(response_id, str) and response_id:
             attributes[semconv.GEN_AI_RESPONSE_ID] = response_id
@@ -323,7 +317,7 @@ class LightningListener:
         attributes: dict[str, Any] = {
             semconv.GEN_AI_OPERATION_NAME: semconv.GEN_AI_OPERATION_EXECUTE_TOOL,
             semconv.GEN_AI_TOOL_NAME: name,
-            semconv.GEN_AI_TOOL_CALL_ARGUMENTS: dumps(event.tool_args),
+            semconv.GEN_AI_TOOL_CALL_ARGUMENTS: attribute_text(event.tool_args),
         }
         agent = event.agent_role or _agent_here()
         if agent:
@@ -332,7 +326,7 @@ class LightningListener:
         self._begin(_TOOL, f"{semconv.GEN_AI_OPERATION_EXECUTE_TOOL} {name}", attributes)
 
     def _tool_finished(self, source: Any, event: ToolUsageFinishedEvent) -> None:
-        attributes: dict[str, Any] = {semconv.GEN_AI_TOOL_CALL_RESULT: dumps(event.output)}
+        attributes: dict[str, Any] = {semconv.GEN_AI_TOOL_CALL_RESULT: attribute_text(event.output)}
         if getattr(event, "from_cache", False):
             attributes[TOOL_FROM_CACHE] = True
         self._end(_TOOL, attributes)

@@ -4,7 +4,7 @@ The formats follow :mod:`agentlightning.gateway.record`: messages are OpenAI-sty
 ``content``, ``tool_calls`` with ``function.name`` / ``function.arguments``, ``tool_call_id``) serialised once as
 JSON text, tools in OpenAI's function format, sampling parameters under the ``gen_ai.request.*`` names. This runs
 on the agent's thread for every LLM call, so it reads LangChain's objects directly (no pydantic validation, no
-copies of whole messages) and makes one ``to_json`` call per attribute.
+copies of whole messages) and makes one JSON call (:func:`~agentlightning.tracer.attribute_text`) per attribute.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
-from pydantic_core import to_json
 
 from agentlightning import semconv
+from agentlightning.tracer import attribute_text
 
-__all__ = ["dumps", "message_dicts", "request_attributes", "response_attributes", "tool_result"]
+__all__ = ["message_dicts", "request_attributes", "response_attributes", "tool_result"]
 
 # LangChain's message types (and their streamed chunk types) as OpenAI roles.
 _ROLES = {
@@ -38,11 +38,6 @@ _ROLES = {
 _PARAMETER_KEYS = frozenset(semconv.GEN_AI_REQUEST_PARAMETERS)
 
 
-def dumps(value: Any) -> str:
-    """JSON text of ``value``; what JSON cannot hold (a document, a dataclass…) is written as its ``str``."""
-    return to_json(value, fallback=str).decode()
-
-
 def _message_dict(message: BaseMessage) -> dict[str, Any]:
     kind = message.type
     role = getattr(message, "role", None) if kind in ("chat", "ChatMessageChunk") else _ROLES.get(kind, kind)
@@ -58,7 +53,7 @@ def _message_dict(message: BaseMessage) -> dict[str, Any]:
                 {
                     "id": call.get("id"),
                     "type": "function",
-                    "function": {"name": call.get("name"), "arguments": dumps(call.get("args", {}))},
+                    "function": {"name": call.get("name"), "arguments": attribute_text(call.get("args", {}))},
                 }
                 for call in tool_calls or ()
             ]
@@ -109,7 +104,7 @@ def request_attributes(
         attributes[semconv.GEN_AI_REQUEST_STOP_SEQUENCES] = stop
     tools = params.get("tools") or params.get("functions")
     if tools:
-        attributes[semconv.GEN_AI_TOOL_DEFINITIONS] = dumps(tools)
+        attributes[semconv.GEN_AI_TOOL_DEFINITIONS] = attribute_text(tools)
     return attributes
 
 
@@ -135,7 +130,7 @@ def response_attributes(response: LLMResult, operation: str) -> dict[str, Any]:
         reason = (generation.generation_info or {}).get("finish_reason") or metadata.get("finish_reason")
         if isinstance(reason, str):
             reasons.append(reason)
-    attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = dumps(outputs)
+    attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = attribute_text(outputs)
     if reasons:
         attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
     response_id = llm_output.get("id") or metadata.get("id")
@@ -160,5 +155,5 @@ def tool_result(output: Any) -> tuple[str, str | None]:
     """What a tool returned, as text (a ``ToolMessage``'s content, JSON for anything else), and its call id."""
     if isinstance(output, BaseMessage):
         content = output.content
-        return (content if isinstance(content, str) else dumps(content)), getattr(output, "tool_call_id", None)
-    return (output if isinstance(output, str) else dumps(output)), None
+        return attribute_text(content), getattr(output, "tool_call_id", None)
+    return attribute_text(output), None

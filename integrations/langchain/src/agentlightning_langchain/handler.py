@@ -14,7 +14,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from agentlightning import semconv
-from agentlightning.tracer import begin_span, propagate_traceparent
+from agentlightning.tracer import attribute_text, begin_span, propagate_traceparent
 from agentlightning.tracer.runs import Run, enter_run, leave_run
 from agentlightning.types import SpanKind
 from agentlightning_langchain import _messages
@@ -230,7 +230,7 @@ class LightningCallbackHandler(BaseCallbackHandler):
         propagate_traceparent()
         attributes = _messages.request_attributes(operation, kwargs.get("invocation_params"), metadata)
         attributes[LANGCHAIN_RUN_TYPE] = "llm"
-        attributes[semconv.GEN_AI_INPUT_MESSAGES] = _messages.dumps(input_messages)
+        attributes[semconv.GEN_AI_INPUT_MESSAGES] = attribute_text(input_messages)
         agent = agent_name_of(metadata)
         if agent is not None:
             attributes[semconv.GEN_AI_AGENT_NAME] = agent
@@ -337,7 +337,7 @@ class LightningCallbackHandler(BaseCallbackHandler):
                 LANGCHAIN_RUN_TYPE: "tool",
                 semconv.GEN_AI_OPERATION_NAME: semconv.GEN_AI_OPERATION_EXECUTE_TOOL,
                 semconv.GEN_AI_TOOL_NAME: name,
-                semconv.GEN_AI_TOOL_CALL_ARGUMENTS: _messages.dumps(inputs) if inputs is not None else input_str,
+                semconv.GEN_AI_TOOL_CALL_ARGUMENTS: attribute_text(inputs) if inputs is not None else input_str,
             }
             self._begin(run_id, parent_run_id, f"{semconv.GEN_AI_OPERATION_EXECUTE_TOOL} {name}", attributes)
         except Exception:

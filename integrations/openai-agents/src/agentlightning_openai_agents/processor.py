@@ -7,10 +7,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from agents.tracing import TracingProcessor
-from pydantic_core import to_json
 
 from agentlightning import semconv
-from agentlightning.tracer import begin_span, propagate_traceparent
+from agentlightning.tracer import attribute_text, begin_span, propagate_traceparent
 from agentlightning.tracer.runs import Run, enter_run, leave_run
 from agentlightning.types import SpanKind
 
@@ -44,10 +43,6 @@ GUARDRAIL_NAME = "openai_agents.guardrail.name"
 GUARDRAIL_TRIGGERED = "openai_agents.guardrail.triggered"
 #: On a turn's span (SDK 0.24 and later): the turn's number.
 TURN = "openai_agents.turn"
-
-
-def _dumps(value: Any) -> str:
-    return value if isinstance(value, str) else to_json(value, fallback=str).decode()
 
 
 class LightningTracingProcessor(TracingProcessor):
@@ -157,9 +152,9 @@ class LightningTracingProcessor(TracingProcessor):
             elif kind == "function":
                 attributes = {}
                 if data.input is not None:
-                    attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = _dumps(data.input)
+                    attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = attribute_text(data.input)
                 if data.output is not None:
-                    attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = _dumps(data.output)
+                    attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = attribute_text(data.output)
             elif kind == "handoff":
                 attributes = {}
                 if data.from_agent:
@@ -175,7 +170,7 @@ class LightningTracingProcessor(TracingProcessor):
                 if data.handoffs:
                     attributes["openai_agents.agent.handoffs"] = [str(h) for h in data.handoffs]
             elif kind == "custom":
-                attributes = {"openai_agents.custom.data": _dumps(data.data)} if data.data else {}
+                attributes = {"openai_agents.custom.data": attribute_text(data.data)} if data.data else {}
             else:
                 attributes = {}
             self._end(span.span_id, attributes, span.error)
@@ -221,7 +216,7 @@ class LightningTracingProcessor(TracingProcessor):
             message = error.get("message") if isinstance(error, dict) else str(error)
             attributes[semconv.ERROR_TYPE] = "AgentsSDKError"
             if isinstance(error, dict) and error.get("data"):
-                attributes["openai_agents.error.data"] = _dumps(error["data"])
+                attributes["openai_agents.error.data"] = attribute_text(error["data"])
             run.span.end(attributes, error=str(message or "error"))
         else:
             run.span.end(attributes)
@@ -229,9 +224,9 @@ class LightningTracingProcessor(TracingProcessor):
     def _generation_attributes(self, data: Any) -> dict[str, Any]:
         attributes: dict[str, Any] = {}
         if data.input is not None:
-            attributes[semconv.GEN_AI_INPUT_MESSAGES] = _dumps(list(data.input))
+            attributes[semconv.GEN_AI_INPUT_MESSAGES] = attribute_text(list(data.input))
         if data.output is not None:
-            attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = _dumps(list(data.output))
+            attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = attribute_text(list(data.output))
         if data.input is None and data.output is None and not self._warned_no_messages:
             self._warned_no_messages = True
             log.warning(
