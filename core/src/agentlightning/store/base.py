@@ -41,8 +41,8 @@ class EncodedSpan(NamedTuple):
 
     The tracer writes what it records this way: it checks each record's fields itself and puts the JSON together
     around one call of orjson's JSON writer, which costs a fraction of making and serialising a pydantic ``Span``
-    per record. Whoever makes one vouches that ``json`` is a valid span with these ids. (A named tuple: the tracer makes one per span,
-    and a tuple is the cheapest object to make.)
+    per record. Whoever makes one vouches that ``json`` is a valid span with these ids. (A named tuple: the tracer
+    makes one per span, and a tuple is the cheapest object to make.)
     """
 
     rollout_id: str

@@ -17,7 +17,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import pydantic_core
@@ -276,28 +276,31 @@ def _encoded(fields: dict[str, Any]) -> EncodedSpan:
 # What recurs from span to span, its JSON made once: names, and how an attempt's spans begin. Plain dicts, emptied
 # when full: a lookup costs a fraction of an lru_cache call, and this runs for every span written.
 _CACHED = 1024
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 _NAME_JSON: dict[str, str] = {}
 _ATTEMPT_JSON: dict[tuple[str, str], str | None] = {}
 
 
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
+    if len(cache) >= _CACHED:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def _name_json(name: str) -> str:
-    if len(_NAME_JSON) >= _CACHED:
-        _NAME_JSON.clear()
-    text = _NAME_JSON[name] = orjson.dumps(name).decode()
-    return text
+    return _remember(_NAME_JSON, name, orjson.dumps(name).decode())
 
 
 def _attempt_json(rollout_id: str, attempt_id: str) -> str | None:
     """How the JSON of every span of this attempt begins, up to its trace id; ``None`` where an id is not what a
     ``Span`` accepts. A tracer writes the spans of a few attempts at a time."""
-    if len(_ATTEMPT_JSON) >= _CACHED:
-        _ATTEMPT_JSON.clear()
     begins = None
-    if _PRINTABLE_ID(rollout_id) and _PRINTABLE_ID(attempt_id):
+    if _valid_id(rollout_id) and _valid_id(attempt_id):
         rollout_json, attempt_json = orjson.dumps(rollout_id).decode(), orjson.dumps(attempt_id).decode()
         begins = f'{{"rollout_id":{rollout_json},"attempt_id":{attempt_json},"trace_id":"'
-    _ATTEMPT_JSON[rollout_id, attempt_id] = begins
-    return begins
+    return _remember(_ATTEMPT_JSON, (rollout_id, attempt_id), begins)
 
 
 # A record's kind (member or value) as the JSON between the span's name and its start time; its status as the JSON
