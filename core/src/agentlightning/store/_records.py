@@ -9,13 +9,12 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from itertools import repeat
 from operator import itemgetter
 
 from agentlightning.errors import AttemptNotFound, ResourcesNotFound, StoreError
 from agentlightning.store._database import Transaction
 from agentlightning.store._lifecycle import ACTIVE_ATTEMPT_STATUSES
-from agentlightning.store._schema import dumps, get_attempt, get_rollout, new_id
+from agentlightning.store._schema import MAX_SEQUENCE_ID, dumps, get_attempt, get_rollout, new_id
 from agentlightning.store._transitions import touch_attempt
 from agentlightning.store.base import EncodedSpan
 from agentlightning.types import AnyResource, Resources, Span
@@ -73,20 +72,28 @@ def _add_spans(
         for index, span in enumerate(spans):
             by_attempt.setdefault(span.attempt_id, []).append(index)  # type: ignore[union-attr]
     sequence_ids = [0] * len(spans)
-    rows: list[tuple[str, int, str, str]] = []
+    rows: list[tuple[int, str, str]] = []
     for attempt_id, indices in by_attempt.items():
         row = get_attempt(txn, spans[indices[0]].rollout_id, attempt_id)
         for index in indices[1:]:
             if spans[index].rollout_id != row.attempt.rollout_id:
                 raise AttemptNotFound(spans[index].rollout_id, attempt_id)
-        next_id = txn.conn.execute(
-            "SELECT COALESCE(MAX(sequence_id), 0) + 1 FROM spans WHERE attempt_id = ?", (attempt_id,)
+        first_key, last_key = row.span_keys
+        last = txn.conn.execute(
+            "SELECT MAX(key) FROM spans WHERE key BETWEEN ? AND ?", (first_key, last_key)
         ).fetchone()[0]
+        next_id = 1 if last is None else last - first_key + 1
         if not check_stored:  # new spans, numbered in order (made in C: one row per span)
-            numbers = range(next_id, next_id + len(indices))
+            if next_id + len(indices) > MAX_SEQUENCE_ID + 1:
+                raise StoreError(f"Attempt {attempt_id} holds the most spans an attempt can ({MAX_SEQUENCE_ID}).")
             ours = [spans[i] for i in indices]
-            rows += zip(repeat(attempt_id), numbers, map(_SPAN_ID, ours), map(_JSON, ours))
-            for index, number in zip(indices, numbers, strict=True):
+            rows += zip(
+                range(first_key + next_id, first_key + next_id + len(indices)),
+                map(_SPAN_ID, ours),
+                map(_JSON, ours),
+                strict=True,
+            )
+            for index, number in zip(indices, range(next_id, next_id + len(indices)), strict=True):
                 sequence_ids[index] = number
         else:
             # Spans already stored (a resent batch) keep their number, and a span twice in the batch is written once,
@@ -95,9 +102,9 @@ def _add_spans(
             if next_id > 1:
                 known = dict(
                     txn.conn.execute(
-                        "SELECT span_id, sequence_id FROM spans WHERE attempt_id = ? "
+                        "SELECT span_id, key & ? FROM spans WHERE key >> 32 = ? "
                         "AND span_id IN (SELECT value FROM json_each(?))",
-                        (attempt_id, dumps([spans[i].span_id for i in indices])),
+                        (MAX_SEQUENCE_ID, row.span_key, dumps([spans[i].span_id for i in indices])),
                     ).fetchall()
                 )
             for index in indices:
@@ -112,11 +119,13 @@ def _add_spans(
                 else:
                     sequence_id = given
                     next_id = max(next_id, sequence_id + 1)
+                if sequence_id > MAX_SEQUENCE_ID:
+                    raise StoreError(f"Attempt {attempt_id} holds the most spans an attempt can ({MAX_SEQUENCE_ID}).")
                 known[span.span_id] = sequence_ids[index] = sequence_id
-                rows.append((attempt_id, sequence_id, span.span_id, span.json))
+                rows.append((first_key | sequence_id, span.span_id, span.json))
         if row.attempt.status in ACTIVE_ATTEMPT_STATUSES:
             touch_attempt(txn, row, now, to_running=True)
-    txn.conn.executemany("INSERT INTO spans (attempt_id, sequence_id, span_id, data) VALUES (?, ?, ?, ?)", rows)
+    txn.conn.executemany("INSERT INTO spans (key, span_id, data) VALUES (?, ?, ?)", rows)
     return sequence_ids
 
 
@@ -138,14 +147,14 @@ def span_rows(txn: Transaction, rollout_id: str, attempt_id: str | None) -> list
         if attempt_id is None:
             return []
     if attempt_id is not None:
-        get_attempt(txn, rollout_id, attempt_id)
+        first, last = get_attempt(txn, rollout_id, attempt_id).span_keys
         return txn.conn.execute(
-            "SELECT data, sequence_id FROM spans WHERE attempt_id = ? ORDER BY sequence_id", (attempt_id,)
+            "SELECT data, key & ? FROM spans WHERE key BETWEEN ? AND ? ORDER BY key", (MAX_SEQUENCE_ID, first, last)
         ).fetchall()
     return txn.conn.execute(
-        "SELECT s.data, s.sequence_id FROM spans s JOIN attempts a ON a.attempt_id = s.attempt_id "
-        "WHERE a.rollout_id = ? ORDER BY a.sequence_id, s.sequence_id",
-        (rollout_id,),
+        "SELECT s.data, s.key & ? FROM attempts a JOIN spans s ON s.key BETWEEN a.span_key << 32 AND "
+        "(a.span_key << 32) | ? WHERE a.rollout_id = ? ORDER BY a.sequence_id, s.key",
+        (MAX_SEQUENCE_ID, MAX_SEQUENCE_ID, rollout_id),
     ).fetchall()
 
 

@@ -22,7 +22,13 @@ from agentlightning.types import (
     RolloutStatus,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# A span's row is keyed by its attempt's ``span_key`` and its sequence id in one integer (the attempt's spans are one
+# range of keys): one B-tree holds the rows in order, and one index (on integers and the span id) keeps span ids
+# unique per attempt. Two B-trees per span rather than three, on integers rather than attempt ids: a fifth less of
+# the database's work per span written.
+SEQUENCE_BITS = 32
+MAX_SEQUENCE_ID = (1 << SEQUENCE_BITS) - 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rollouts (
     rollout_id TEXT PRIMARY KEY,
@@ -53,18 +59,18 @@ CREATE TABLE IF NOT EXISTS attempts (
     metadata TEXT NOT NULL,
     timeout_at REAL,
     unresponsive_seconds REAL,
-    deadline REAL  -- when the active attempt times out or turns unresponsive, else NULL
+    deadline REAL,  -- when the active attempt times out or turns unresponsive, else NULL
+    span_key INTEGER  -- the keys of its spans are span_key << 32 | sequence_id
 );
+CREATE UNIQUE INDEX IF NOT EXISTS attempts_span_key ON attempts(span_key);
 CREATE UNIQUE INDEX IF NOT EXISTS attempts_by_rollout ON attempts(rollout_id, sequence_id);
 CREATE INDEX IF NOT EXISTS attempts_deadline ON attempts(deadline) WHERE deadline IS NOT NULL;
 CREATE TABLE IF NOT EXISTS spans (
-    attempt_id TEXT NOT NULL,
-    sequence_id INTEGER NOT NULL,
+    key INTEGER PRIMARY KEY,  -- the attempt's span_key << 32 | the span's sequence_id
     span_id TEXT NOT NULL,
     data TEXT NOT NULL  -- the span as JSON, without its sequence_id
 );
-CREATE UNIQUE INDEX IF NOT EXISTS spans_by_sequence ON spans(attempt_id, sequence_id);
-CREATE UNIQUE INDEX IF NOT EXISTS spans_by_span_id ON spans(attempt_id, span_id);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_by_span_id ON spans(key >> 32, span_id);
 CREATE TABLE IF NOT EXISTS resources (
     resources_id TEXT PRIMARY KEY,
     version INTEGER NOT NULL UNIQUE,
@@ -84,20 +90,56 @@ def connect(path: str, *, synchronous: str, read_only: bool) -> sqlite3.Connecti
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
     if read_only:
+        version = _schema_version(conn, path)
+        if version < SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(
+                f"{path!r} was written by an older Agent Lightning (schema {version}); open it once for writing "
+                f"(e.g. agentlightning.open_store('sqlite:///{path}')) to upgrade it to schema {SCHEMA_VERSION}."
+            )
         return conn
     # Spans are ~1 KB each: bigger pages mean fewer page writes per commit (takes effect on a new file).
     conn.execute("PRAGMA page_size = 16384")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer does it, off the commit path
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version = _schema_version(conn, path)
+    if version == 1:
+        _upgrade_from_1(conn)
+    conn.executescript(SCHEMA)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return conn
+
+
+def _schema_version(conn: sqlite3.Connection, path: str) -> int:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path!r} was written by a newer Agent Lightning (schema {version}); upgrade agentlightning-core."
         )
-    conn.executescript(SCHEMA)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    return conn
+    return version
+
+
+def _upgrade_from_1(conn: sqlite3.Connection) -> None:
+    """Rewrite a file of schema 1 (spans keyed by attempt id and sequence id, in two indexes) as schema 2, in one
+    transaction: every attempt gets its ``span_key``, every span its key; nothing else changes."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE attempts ADD COLUMN span_key INTEGER")
+        conn.execute("UPDATE attempts SET span_key = rowid")
+        conn.execute("CREATE UNIQUE INDEX attempts_span_key ON attempts(span_key)")
+        conn.execute("CREATE TABLE spans_2 (key INTEGER PRIMARY KEY, span_id TEXT NOT NULL, data TEXT NOT NULL)")
+        conn.execute(
+            "INSERT INTO spans_2 (key, span_id, data) SELECT (a.span_key << 32) | s.sequence_id, s.span_id, s.data "
+            "FROM spans s JOIN attempts a ON a.attempt_id = s.attempt_id"
+        )
+        conn.execute("DROP TABLE spans")
+        conn.execute("ALTER TABLE spans_2 RENAME TO spans")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def connect_checkpointer(path: str) -> sqlite3.Connection:
@@ -112,7 +154,7 @@ ROLLOUT_COLUMNS = (
 )
 ATTEMPT_COLUMNS = (
     "rollout_id, attempt_id, sequence_id, status, worker_id, start_time, end_time, last_heartbeat_time, metadata, "
-    "timeout_at, unresponsive_seconds"
+    "timeout_at, unresponsive_seconds, span_key"
 )
 
 
@@ -147,7 +189,7 @@ class RolloutRow:
 
 
 class AttemptRow:
-    __slots__ = ("attempt", "timeout_at", "unresponsive_seconds")
+    __slots__ = ("attempt", "span_key", "timeout_at", "unresponsive_seconds")
 
     def __init__(self, row: tuple[Any, ...]) -> None:
         self.attempt = Attempt(
@@ -163,6 +205,13 @@ class AttemptRow:
         )
         self.timeout_at: float | None = row[9]
         self.unresponsive_seconds: float | None = row[10]
+        self.span_key: int = row[11]
+
+    @property
+    def span_keys(self) -> tuple[int, int]:
+        """The first and the last key of this attempt's spans."""
+        first = self.span_key << SEQUENCE_BITS
+        return first, first | MAX_SEQUENCE_ID
 
 
 def get_rollout(txn: Transaction, rollout_id: str) -> RolloutRow:

@@ -23,8 +23,8 @@ def open_attempt(txn: Transaction, rollout: Rollout, worker_id: str | None, now:
     deadline = attempt_deadline(timeout_at, config.unresponsive_seconds, now)
     txn.conn.execute(
         "INSERT INTO attempts (attempt_id, rollout_id, sequence_id, status, worker_id, start_time, "
-        "last_heartbeat_time, metadata, timeout_at, unresponsive_seconds, deadline) "
-        "VALUES (?, ?, ?, 'preparing', ?, ?, ?, '{}', ?, ?, ?)",
+        "last_heartbeat_time, metadata, timeout_at, unresponsive_seconds, deadline, span_key) "
+        "VALUES (?, ?, ?, 'preparing', ?, ?, ?, '{}', ?, ?, ?, (SELECT COALESCE(MAX(span_key), 0) + 1 FROM attempts))",
         (
             attempt_id,
             rollout.rollout_id,

@@ -76,7 +76,7 @@ class SpanLink(BaseModel):
 class Span(BaseModel):
     """One OpenTelemetry span, tagged with the rollout and attempt it belongs to.
 
-    ``sequence_id`` orders the spans of one attempt. Leave it ``None`` and the store numbers spans
+    ``sequence_id`` orders the spans of one attempt (1 to 2³² − 1). Leave it ``None`` and the store numbers spans
     in the order it receives them. Times are seconds since the Unix epoch.
     """
 
@@ -84,7 +84,7 @@ class Span(BaseModel):
 
     rollout_id: _Id
     attempt_id: _Id
-    sequence_id: Annotated[int, Field(ge=1, le=2**62)] | None = None
+    sequence_id: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None
     trace_id: _HexTraceId
     span_id: _HexSpanId
     parent_id: _HexSpanId | None = None
