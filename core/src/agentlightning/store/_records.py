@@ -86,15 +86,18 @@ def _add_spans(
         if not check_stored:  # new spans, numbered in order (made in C: one row per span)
             if next_id + len(indices) > MAX_SEQUENCE_ID + 1:
                 raise StoreError(f"Attempt {attempt_id} holds the most spans an attempt can ({MAX_SEQUENCE_ID}).")
-            ours = [spans[i] for i in indices]
+            ours = spans if len(by_attempt) == 1 else [spans[i] for i in indices]
             rows += zip(
                 range(first_key + next_id, first_key + next_id + len(indices)),
                 map(_SPAN_ID, ours),
                 map(_JSON, ours),
                 strict=True,
             )
-            for index, number in zip(indices, range(next_id, next_id + len(indices)), strict=True):
-                sequence_ids[index] = number
+            if len(by_attempt) == 1:
+                sequence_ids = list(range(next_id, next_id + len(spans)))
+            else:
+                for index, number in zip(indices, range(next_id, next_id + len(indices)), strict=True):
+                    sequence_ids[index] = number
         else:
             # Spans already stored (a resent batch) keep their number, and a span twice in the batch is written once,
             # both given its number; an attempt without spans has none stored.
