@@ -74,11 +74,14 @@ async def _file_of_schema_1(path: Path) -> tuple[str, list[str], list[agl.Span]]
     return rid, attempts, spans
 
 
-async def test_a_file_of_schema_1_opens_with_its_spans_and_takes_more(tmp_path: Path) -> None:
+async def test_a_file_of_schema_1_opens_with_its_spans_and_takes_more(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "runs.db"
     rid, attempts, spans = await _file_of_schema_1(path)
 
     store = agl.SqliteStore(path)
+    assert "from schema 1 to 2: rewriting its 5 spans" in caplog.text
     try:
         stored = await store.query_spans(rid)
         assert [(s.name, s.sequence_id) for s in stored] == [

@@ -6,6 +6,7 @@ The functions taking a :class:`Transaction` run inside the database thread (see 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import sqlite3
 from pathlib import Path
@@ -21,6 +22,8 @@ from agentlightning.types import (
     RolloutMode,
     RolloutStatus,
 )
+
+log = logging.getLogger("agentlightning.store")
 
 SCHEMA_VERSION = 2
 # A span's row is keyed by its attempt's ``span_key`` and its sequence id in one integer (the attempt's spans are one
@@ -105,7 +108,7 @@ def connect(path: str, *, synchronous: str, read_only: bool) -> sqlite3.Connecti
     conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer does it, off the commit path
     version = _schema_version(conn, path)
     if version == 1:
-        _upgrade_from_1(conn)
+        _upgrade_from_1(conn, path)
     conn.executescript(SCHEMA)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return conn
@@ -120,11 +123,16 @@ def _schema_version(conn: sqlite3.Connection, path: str) -> int:
     return version
 
 
-def _upgrade_from_1(conn: sqlite3.Connection) -> None:
+def _upgrade_from_1(conn: sqlite3.Connection, path: str) -> None:
     """Rewrite a file of schema 1 (spans keyed by attempt id and sequence id, in two indexes) as schema 2, in one
     transaction: every attempt gets its ``span_key``, every span its key; nothing else changes."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] != 1:  # another connection upgraded it meanwhile
+            conn.execute("COMMIT")
+            return
+        spans = conn.execute("SELECT COUNT(*) FROM spans").fetchone()[0]
+        log.warning("Upgrading %s from schema 1 to %d: rewriting its %d spans, once.", path, SCHEMA_VERSION, spans)
         conn.execute("ALTER TABLE attempts ADD COLUMN span_key INTEGER")
         conn.execute("UPDATE attempts SET span_key = rowid")
         conn.execute("CREATE UNIQUE INDEX attempts_span_key ON attempts(span_key)")
