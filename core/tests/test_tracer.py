@@ -384,6 +384,14 @@ def test_a_records_json_reads_back_as_the_span_the_model_makes() -> None:
         record(rollout_id="has space"),
     ):
         assert _plain_record(bad) is None
+    # A key that is no str, wherever it is, is refused by the JSON writer, and the model refuses it too.
+    for fields in (
+        _record_fields(record(attributes={1: "a"})),
+        _record_fields(record(events=[{"name": "e", "timestamp": 1.0, "attributes": {2: "b"}}])),
+        {**_record_fields(record()), "resource": {3: "c"}},
+    ):
+        with pytest.raises(pydantic.ValidationError):
+            _encoded(fields)
 
 
 def test_attribute_text_writes_what_integrations_hand_it_as_json() -> None:

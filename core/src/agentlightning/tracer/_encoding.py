@@ -181,29 +181,29 @@ def _time(value: object) -> bool:
     return type(value) in _NUMBERS and 0 <= value <= 1e11  # type: ignore[operator]  # (NaN fails the comparison)
 
 
-_STR = frozenset((str,))
 _finite = math.isfinite
 _is_float = float.__instancecheck__  # (the types are exact by then: no subclasses)
 _is_list = list.__instancecheck__
 _SCALARS = frozenset((str, bool, int))
 _ALLOWED = frozenset((str, bool, int, float, list))
+_all_scalars = _SCALARS.issuperset
 
 
 def _plain_attributes(attributes: object) -> bool:
-    """A dict whose keys are ``str`` and values ``str``, ``bool``, ``int`` or finite ``float``, or a list of one of
-    them."""
+    """A dict whose values are ``str``, ``bool``, ``int`` or finite ``float``, or a list of one of them.
+
+    Its keys are left to orjson, which writes every dict checked here next: it refuses any key but a ``str`` (a
+    subclass too), exactly the check this would make, and a refused span goes to the ``Span`` model."""
     if type(attributes) is not dict:
         return False
-    # The types of all keys and all values, each in one pass in C; then only the floats and the lists are looked
-    # at, picked out in C too (this runs for every span written; most attributes are text and numbers).
-    kinds = set(map(type, attributes.values()))
-    if not set(map(type, attributes)) <= _STR:
-        return False
-    if kinds <= _SCALARS:
+    # The types of all values in one pass in C without building a set (most attributes are text and numbers: done
+    # there); else only the floats and the lists are looked at, picked out in C too. This runs for every span written.
+    values = attributes.values()
+    if _all_scalars(map(type, values)):
         return True
+    kinds = set(map(type, values))
     if not kinds <= _ALLOWED:
         return False
-    values = attributes.values()
     if float in kinds and not all(map(_finite, filter(_is_float, values))):
         return False
     if list in kinds:
@@ -228,7 +228,8 @@ def _plain_events(events: Any) -> bool:
 
 def _plainly_valid(fields: dict[str, Any]) -> bool:
     """Whether ``fields`` are plainly what :class:`~agentlightning.Span` accepts, checked directly (the spans the
-    project records always are). ``False`` means only "let pydantic judge"."""
+    project records always are), but for the keys of its dicts, which orjson checks as it writes them. ``False``
+    means only "let pydantic judge"."""
     parent_id, status, events, links = fields["parent_id"], fields["status"], fields["events"], fields["links"]
     return bool(
         type(fields["name"]) is str
@@ -305,7 +306,7 @@ def _attempt_json(rollout_id: str, attempt_id: str) -> str | None:
 
 # A record's kind (member or value) as the JSON between the span's name and its start time; its status as the JSON
 # between its attributes and its description (with no events: a record with some has them put in).
-_KIND_JSON = {key: f',"kind":"{kind.value}","start_time":' for kind in SpanKind for key in (kind, kind.value)}
+_KIND_JSON = {key: f',"kind":"{kind.value}",' for kind in SpanKind for key in (kind, kind.value)}
 _NO_EVENTS = ',"events":[]'
 _STATUS_JSON = {
     key: f'{_NO_EVENTS},"links":[],"status":{{"status_code":"{code.value}","description":'
@@ -355,10 +356,8 @@ def _plain_record(record: SpanRecord) -> EncodedSpan | None:
         return None
     try:
         # One call of the JSON writer for the times and the attributes (it writes floats several times faster
-        # than repr); neither a number nor the start of an object holds a comma, so the first two split them.
-        written = orjson.dumps((start, end, record.attributes)).decode()
-        first = written.index(",")
-        second = written.index(",", first + 1)
+        # than repr), as the keys and values they are in the span's JSON: its braces cut off, it goes in whole.
+        written = orjson.dumps({"start_time": start, "end_time": end, "attributes": record.attributes}).decode()
         if events:
             status = f',"events":{orjson.dumps(events).decode()}{status[len(_NO_EVENTS) :]}'
         # One join: the pieces are copied once (an LLM call's attributes run to kilobytes).
@@ -371,11 +370,7 @@ def _plain_record(record: SpanRecord) -> EncodedSpan | None:
                 '","parent_id":null,"name":' if parent_id is None else f'","parent_id":"{parent_id}","name":',
                 _NAME_JSON.get(record.name) or _name_json(record.name),
                 kind,
-                written[1:first],
-                ',"end_time":',
-                written[first + 1 : second],
-                ',"attributes":',
-                written[second + 1 : -1],
+                written[1:-1],
                 status,
                 "null" if description is None else orjson.dumps(description).decode(),
                 '},"resource":{}}',
