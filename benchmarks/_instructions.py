@@ -5,7 +5,9 @@ the tracer's writer, the store's database thread).
 
 Instructions are not time (they leave out cache misses, thread hand-offs and the machine's own speed), but two
 measurements agree to well under 1 % of a case where timed rounds on a shared virtual machine scatter by ±10 %:
-the figure to compare two versions of the code by.
+the figure to compare two versions of the code by. Run both versions from checkouts at paths of the same length
+(``git worktree add /tmp/old <rev>``, ``git worktree add /tmp/new HEAD``, ``PYTHONPATH=/tmp/old/core/src``): the
+same code counted ~47 k instructions more per LangChain agent run imported from ``/work/main`` than from ``/tmp``.
 """
 
 from __future__ import annotations
