@@ -5,9 +5,10 @@ the tracer's writer, the store's database thread).
 
 Instructions are not time (they leave out cache misses, thread hand-offs and the machine's own speed), but two
 measurements agree to well under 1 % of a case where timed rounds on a shared virtual machine scatter by ±10 %:
-the figure to compare two versions of the code by. Run both versions from checkouts at paths of the same length
-(``git worktree add /tmp/old <rev>``, ``git worktree add /tmp/new HEAD``, ``PYTHONPATH=/tmp/old/core/src``): the
-same code counted ~47 k instructions more per LangChain agent run imported from ``/work/main`` than from ``/tmp``.
+the figure to compare two versions of the code by. Import both versions the same way: each from a worktree through
+``PYTHONPATH`` (``git worktree add /tmp/old <rev>``, ``git worktree add /tmp/new HEAD``,
+``PYTHONPATH=/tmp/old/core/src``). The same code counted ~47 k instructions more per LangChain agent run imported
+through a virtualenv's editable install than through ``PYTHONPATH`` (where ``sys.path`` puts it first).
 """
 
 from __future__ import annotations
