@@ -192,8 +192,8 @@ _all_scalars = _SCALARS.issuperset
 def _plain_attributes(attributes: object) -> bool:
     """A dict whose values are ``str``, ``bool``, ``int`` or finite ``float``, or a list of one of them.
 
-    Its keys are left to orjson, which writes every dict checked here next: it refuses any key but a ``str`` (a
-    subclass too), exactly the check this would make, and a refused span goes to the ``Span`` model."""
+    Its keys are left to orjson, which writes every dict checked here next: it refuses any key whose type is not
+    exactly ``str`` (the check this would make), and a refused span goes to the ``Span`` model."""
     if type(attributes) is not dict:
         return False
     # The types of all values in one pass in C without building a set (most attributes are text and numbers: done
@@ -304,7 +304,7 @@ def _attempt_json(rollout_id: str, attempt_id: str) -> str | None:
     return _remember(_ATTEMPT_JSON, (rollout_id, attempt_id), begins)
 
 
-# A record's kind (member or value) as the JSON between the span's name and its start time; its status as the JSON
+# A record's kind (member or value) as the JSON between the span's name and its times; its status as the JSON
 # between its attributes and its description (with no events: a record with some has them put in).
 _KIND_JSON = {key: f',"kind":"{kind.value}",' for kind in SpanKind for key in (kind, kind.value)}
 _NO_EVENTS = ',"events":[]'
