@@ -1,15 +1,15 @@
 """Overhead of agentlightning-langchain's callback handler on the agent's thread.
 
     python benchmarks/langchain_overhead.py [--calls 200] [--runs 20] [--rounds 35] [--store memory|sqlite]
-                                            [--chat-openai | --http]
+                                            [--messages 12] [--chat-openai | --http]
 
 A zero-latency chat model (a LangChain ``BaseChatModel`` that returns a canned message at once) stands in for the
 LLM, so everything measured is LangChain's own work plus the callbacks'. Inside an active rollout (a real Tracer over
 the store), each case runs with no handler, with a do-nothing handler (LangChain's own cost of dispatching callbacks)
 and with ``LightningCallbackHandler`` (interleaved rounds, medians):
 
-- one LLM call: ``model.invoke`` of a 12-message conversation with one tool offered (one span: start and end,
-  messages and tools serialised, the agent name resolved);
+- one LLM call: ``model.invoke`` of a 12-message conversation (``--messages``) with one tool offered (one span:
+  start and end, messages and tools serialised, the agent name resolved);
 - one agent run: ``create_agent`` (model -> two parallel tool calls -> model: 2 LLM calls, 2 tool calls, the graph
   and its 4 node runs), per run, per LLM call, and as a share of the run.
 
@@ -136,13 +136,15 @@ def lookup(key: str) -> str:
     return f"value of {key}"
 
 
-def conversation() -> list[BaseMessage]:
+def conversation(length: int = 12) -> list[BaseMessage]:
+    """A system prompt, questions each answered with a tool call, the last call's result and one more question:
+    ``length`` messages (an even number, at least 4)."""
     messages: list[BaseMessage] = [SystemMessage("You are a careful assistant. " * 8)]
-    for i in range(5):
+    for i in range((length - 2) // 2):
         messages.append(HumanMessage(f"Question {i}: what is the value of key {i}? " * 3))
         call = {"name": "lookup", "args": {"key": str(i)}, "id": f"call_{i}", "type": "tool_call"}
         messages.append(AIMessage("", tool_calls=[call]))
-    messages[-1] = ToolMessage("value 4", tool_call_id="call_4")
+    messages[-1] = ToolMessage(f"value {i}", tool_call_id=f"call_{i}")
     messages.append(HumanMessage("And now?"))
     return messages
 
@@ -182,6 +184,9 @@ LABELS = ("no handler", "a do-nothing handler", "LightningCallbackHandler")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=200, help="LLM calls per round (default: %(default)s)")
+    parser.add_argument(
+        "--messages", type=int, default=12, help="messages in the one-call case's conversation (default: %(default)s)"
+    )
     parser.add_argument("--runs", type=int, default=20, help="agent runs per round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=35, help="interleaved rounds (default: %(default)s)")
     parser.add_argument("--held-writes", action="store_true", help=HELD_WRITES_HELP)
@@ -191,6 +196,8 @@ def main() -> None:
     models.add_argument("--http", action="store_true", help="ChatOpenAI and the instant answers over HTTP")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the --http server's own process
     args = parser.parse_args()
+    if args.messages < 4 or args.messages % 2:
+        parser.error("--messages must be an even number, at least 4")
     if args.serve:
         serve_instant_model(_answer, args.serve)
         return
@@ -214,7 +221,7 @@ async def measure(args: argparse.Namespace, make_model: Callable[[], BaseChatMod
             "lightning": {"metadata": {"agent_name": "bench"}, "callbacks": [handler]},
         }
         model = make_model().bind_tools([lookup])
-        messages = conversation()
+        messages = conversation(args.messages)
         calls = {label: (lambda c=config: model.invoke(messages, c)) for label, config in configs.items()}
         await interleaved(calls, 100, store, tracer, rounds=1)  # warm up
         report(
