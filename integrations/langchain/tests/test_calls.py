@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 import openai
 import pytest
@@ -25,7 +25,8 @@ from conftest import (
 from langchain_core.callbacks import CallbackManagerForLLMRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseLLM
-from langchain_core.messages import HumanMessage
+from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import Generation, LLMResult
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
@@ -215,6 +216,46 @@ def test_plain_llms_and_retrievers_are_recorded(store: agl.SqliteStore) -> None:
     assert retrieval.attributes["langchain.retriever.document_ids"] == ["d1", "d3"]
     (transition,) = agl.TraceToTrajectory(agents=["echoer"]).adapt(spans).transitions
     assert transition.output_messages == [{"role": "assistant", "content": "HELLO"}]
+
+
+def test_each_call_records_its_conversation_as_it_is_then_however_the_messages_were_reused_or_changed(
+    store: agl.SqliteStore,
+) -> None:
+    handler = LightningCallbackHandler()
+    asked = AIMessage("", tool_calls=[{"name": "lookup", "args": {"key": "a"}, "id": "call_a", "type": "tool_call"}])
+    answer = ToolMessage([{"type": "text", "text": "value a"}], tool_call_id="call_a")
+    conversation: list[BaseMessage] = [SystemMessage("Be brief."), HumanMessage("a?"), asked, answer]
+
+    @agl.rollout
+    def agent(task: dict[str, Any]) -> float:
+        model = FakeMessagesListChatModel(responses=[AIMessage("one"), AIMessage("two"), AIMessage("three")])
+        config: Any = {"callbacks": [handler]}
+        conversation.append(model.invoke(conversation, config))  # its answer goes on in the next call's input
+        model.invoke(conversation, config)
+        asked.tool_calls[0]["args"]["key"] = "b"  # changed in place
+        cast(list[Any], answer.content)[0]["text"] = "value b"
+        conversation[1].content = "b?"  # replaced
+        model.invoke(conversation, config)
+        return 1.0
+
+    result = agl.Trainer(store=store).dev(agent, [{"q": "reused"}])
+    assert result.succeeded == 1 and handler.errors == 0
+    calls = handler_calls(rollout_spans(store, result.rollouts[0][0]))
+    inputs = [json.loads(str(c.attributes[semconv.GEN_AI_INPUT_MESSAGES])) for c in calls]
+    outputs = [json.loads(str(c.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])) for c in calls]
+
+    def asking(key: str) -> dict[str, Any]:
+        call = {"id": "call_a", "type": "function", "function": {"name": "lookup", "arguments": f'{{"key":"{key}"}}'}}
+        return {"role": "assistant", "content": "", "tool_calls": [call]}
+
+    def answering(text: str) -> dict[str, Any]:
+        return {"role": "tool", "content": [{"type": "text", "text": text}], "tool_call_id": "call_a"}
+
+    system = {"role": "system", "content": "Be brief."}
+    first = [system, {"role": "user", "content": "a?"}, asking("a"), answering("value a")]
+    assert inputs[0] == first and outputs[0] == [{"role": "assistant", "content": "one"}]
+    assert inputs[1] == [*first, {"role": "assistant", "content": "one"}]
+    assert inputs[2] == [system, {"role": "user", "content": "b?"}, asking("b"), answering("value b"), outputs[0][0]]
 
 
 @tool
