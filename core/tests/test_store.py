@@ -488,6 +488,23 @@ async def test_a_store_serves_several_event_loops_at_once(store: agl.LightningSt
     assert (await store.statistics()).rollouts[RolloutStatus.SUCCEEDED] == 40
 
 
+async def test_numbers_json_cannot_hold_are_kept_as_null_the_same_by_every_store(store: agl.LightningStore) -> None:
+    # NaN and the infinities (a score gone wrong, a dataset's missing value) have no JSON form: a store keeps them as
+    # null, in-process as over HTTP, and its queries over the JSON it keeps still work.
+    odd = {"nan": float("nan"), "inf": float("inf"), "nested": [1.5, {"ninf": float("-inf")}], "ok": 2.5}
+    rollout = await store.start_rollout(agl.RolloutRequest(input=odd, metadata={"score": float("nan")}))
+    await store.update_attempt(
+        rollout.rollout_id, rollout.attempt.attempt_id, metadata={"score": float("inf"), "spans_dropped": 2}
+    )
+    await store.update_rollout(rollout.rollout_id, metadata={"score": float("-inf"), "tries": [float("nan"), 1]})
+    got = await store.get_rollout_by_id(rollout.rollout_id)
+    assert got.input == {"nan": None, "inf": None, "nested": [1.5, {"ninf": None}], "ok": 2.5}
+    assert got.metadata == {"score": None, "tries": [None, 1]}
+    (attempt,) = await store.query_attempts(rollout.rollout_id)
+    assert attempt.metadata == {"score": None, "spans_dropped": 2}
+    assert (await store.statistics()).spans_dropped == 2
+
+
 async def test_statistics_add_up_the_spans_runners_could_not_write(store: agl.LightningStore) -> None:
     await store.enqueue_many_rollouts([agl.RolloutRequest(input=i) for i in range(2)])
     for dropped in (3, 4):

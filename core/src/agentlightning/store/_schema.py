@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import sqlite3
 from pathlib import Path
@@ -168,7 +169,27 @@ ATTEMPT_COLUMNS = (
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """``value`` (a rollout's input, metadata…) as the JSON the store keeps. NaN and the infinities, which JSON has
+    no form for, are kept as ``null``, as the REST API writes them: the same value is read back in-process and over
+    HTTP, and SQLite's JSON functions (``statistics()`` reads attempts' metadata with them) never meet a malformed
+    document."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        if "Out of range float" not in str(exc):
+            raise
+        return json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float inside it ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def new_id(prefix: str) -> str:
